@@ -1,0 +1,32 @@
+# Two commands do all the set-up on a fresh machine:
+#   make build   # install, fetch the built-in data, run recipes/mnv3_qat.yaml -> artifacts/mnv3_qat/report.md
+#   make test    # install, run the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.edgepipe-installed
+
+.PHONY: build test smoke install data lint
+
+# constraints.txt pins the registry's matched torch/torchvision pair (see the comments there).
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(PY) -c "import torch, torchvision; torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+data:
+	bash scripts/install-fashion-mnist.sh
+
+build: $(STAMP) data
+	$(VENV)/bin/edgepipe build recipes/mnv3_qat.yaml
+
+smoke: $(STAMP) data
+	$(VENV)/bin/edgepipe build recipes/smoke.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check edgepipe tests benchmarks

@@ -1,0 +1,108 @@
+"""Latency timing and machine description, so every reported speed-up carries its spread and its hardware."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepipe.errors import BenchInputError
+
+log = logging.getLogger(__name__)
+
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "avx_vnni")
+PACKAGES = ("torch", "onnx", "onnxruntime", "openvino", "numpy")
+_CPUINFO = Path("/proc/cpuinfo")
+
+
+def time_callable(
+    fn: Callable[[], Any], warmup: int, min_iters: int, min_seconds: float, batch_size: int = 1
+) -> dict[str, Any]:
+    """Time ``fn()`` until both ``min_iters`` and ``min_seconds`` of measured time are reached.
+
+    The first call is reported apart as ``cold_ms`` (lazy init, allocator and cache warm-up make it
+    unrepresentative); it is always made and counts as one of the ``warmup`` calls, which never enter the
+    statistics. The stopping rule sums measured call times, so loop overhead never fills ``min_seconds``.
+    """
+    if not callable(fn):
+        raise BenchInputError(f"fn must be callable, got {type(fn).__name__}; fix: pass e.g. a lambda")
+    if warmup < 0 or min_iters < 1 or min_seconds < 0 or batch_size < 1:
+        raise BenchInputError(
+            f"bad timing budget (warmup={warmup}, min_iters={min_iters}, min_seconds={min_seconds}, "
+            f"batch_size={batch_size}); fix: use warmup>=0, min_iters>=1, min_seconds>=0, batch_size>=1"
+        )
+    start = time.perf_counter()
+    fn()
+    cold_ms = (time.perf_counter() - start) * 1e3
+    for _ in range(warmup - 1):
+        fn()
+
+    samples: list[float] = []
+    measured = 0.0
+    while len(samples) < min_iters or measured < min_seconds:
+        start = time.perf_counter()
+        fn()
+        elapsed = time.perf_counter() - start
+        samples.append(elapsed)
+        measured += elapsed
+    ms = np.asarray(samples) * 1e3
+    mean_ms = float(ms.mean())
+    p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
+    log.debug("timed %d iters in %.3f s (cold %.3f ms, p50 %.3f ms)", len(ms), measured, cold_ms, p50)
+    return {
+        "cold_ms": cold_ms,
+        "iters": len(ms),
+        "mean_ms": mean_ms,
+        "std_ms": float(ms.std(ddof=1)) if len(ms) > 1 else 0.0,
+        "p50_ms": p50,
+        "p90_ms": p90,
+        "p99_ms": p99,
+        "min_ms": float(ms.min()),
+        "throughput_ips": batch_size * 1000.0 / mean_ms if mean_ms > 0 else float("inf"),
+        "batch_size": batch_size,
+    }
+
+
+def environment() -> dict[str, Any]:
+    """CPU, ISA flags and package versions: INT8 speed-ups hinge on VNNI/AMX, so timings need them."""
+    model, flags = _cpuinfo()
+    return {
+        "cpu_model": model or platform.processor() or platform.machine() or "unknown",
+        "logical_cores": os.cpu_count(),
+        "isa_flags": [f for f in ISA_FLAGS if f in flags],
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+        "packages": {name: _version(name) for name in PACKAGES},
+    }
+
+
+def _cpuinfo() -> tuple[str, set[str]]:
+    """CPU model name and flag set from /proc/cpuinfo (empty off Linux or when unreadable)."""
+    try:
+        text = _CPUINFO.read_text(errors="replace")
+    except OSError:
+        return "", set()
+    model, flags = "", set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("model name", "Model", "Hardware") and not model:
+            model = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = set(value.split())
+    return model, flags
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"

@@ -1,0 +1,1 @@
+"""Datasets, deterministic splits and transforms."""

@@ -1,0 +1,44 @@
+"""Typed errors. Library code raises these; only cli.py turns them into a one-line message and exit code."""
+
+
+class EdgepipeError(Exception):
+    """Base class: the message is one line that names the problem and the fix."""
+
+    exit_code = 1
+
+
+class RecipeError(EdgepipeError):
+    exit_code = 2
+
+
+class DataError(EdgepipeError):
+    exit_code = 3
+
+
+class ModelError(EdgepipeError):
+    exit_code = 4
+
+
+class StageError(EdgepipeError):
+    exit_code = 5
+
+
+class ParityError(StageError):
+    """A converted model disagrees with its source beyond the recipe's tolerance."""
+
+
+class RuntimeUnavailable(EdgepipeError):
+    exit_code = 6
+
+
+class BenchInputError(EdgepipeError):
+    exit_code = 7
+
+
+class GateFailed(EdgepipeError):
+    exit_code = 8
+
+
+def missing_dependency(package: str, extra: str | None = None) -> EdgepipeError:
+    hint = f"pip install {package}" if extra is None else f"pip install 'edgepipe[{extra}]'"
+    return EdgepipeError(f"the optional dependency '{package}' is not installed; fix: {hint}")

@@ -1,0 +1,117 @@
+"""Build a model for a dataset: backbone + pretrained weights + a new head; and rebuild one from a checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from edgepipe.errors import ModelError
+from edgepipe.models.registry import ModelSpec, get_spec
+from edgepipe.recipe import ModelConfig
+
+log = logging.getLogger(__name__)
+
+
+def _replace_head(model: Any, spec: ModelSpec, num_classes: int) -> None:
+    import torch.nn as nn
+
+    parent, attr = spec.head(model)
+    old = getattr(parent, attr) if not attr.isdigit() else parent[int(attr)]
+    new = nn.Linear(old.in_features, num_classes)
+    if attr.isdigit():
+        parent[int(attr)] = new
+    else:
+        setattr(parent, attr, new)
+
+
+def imagenet_state_dict(spec: ModelSpec) -> dict:
+    """torchvision's ImageNet weights from the torch hub cache, or downloaded when online.
+
+    Offline and absent -> one line naming the exact file and where to put it.
+    """
+    import torch
+    import torchvision.models as tvm
+
+    if spec.weights is None:
+        raise ModelError(f"model.arch '{spec.name}' has no ImageNet weights; fix: set model.pretrained: none or PATH")
+    enum_name, member = spec.weights.split(".")
+    weights = getattr(getattr(tvm, enum_name), member)
+    filename = weights.url.rsplit("/", 1)[-1]
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    try:
+        return weights.get_state_dict(progress=False, check_hash=False)
+    except Exception as exc:  # noqa: BLE001 - a failed download (offline) has a single fix
+        raise ModelError(
+            f"ImageNet weights for {spec.name} are not cached and could not be downloaded "
+            f"({type(exc).__name__}); fix: place {filename} (from {weights.url}) at {cached}, "
+            "or set model.pretrained to a local state-dict path, or to none"
+        ) from None
+
+
+def _load_pretrained(model: Any, spec: ModelSpec, cfg: ModelConfig, num_classes: int) -> str:
+    import torch
+
+    if cfg.pretrained == "none":
+        return "none"
+    if cfg.pretrained == "imagenet":
+        if cfg.width_mult != 1.0:
+            raise ModelError("model.pretrained: imagenet needs model.width_mult: 1.0; fix: set width_mult to 1.0")
+        state = imagenet_state_dict(spec)
+        source = spec.weights or "imagenet"
+    else:
+        path = Path(cfg.pretrained).expanduser()
+        if not path.is_file():
+            raise ModelError(f"model.pretrained: file not found: {path}; fix: give a state-dict path, imagenet or none")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - corrupt or foreign file
+            raise ModelError(f"model.pretrained: cannot read {path} ({type(exc).__name__}); fix: save it with "
+                             "torch.save(model.state_dict(), path)") from None
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        source = str(path)
+    own = model.state_dict()
+    # The head is new (dataset classes): keep only tensors whose names and shapes match.
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    missing = [k for k in own if k not in usable]
+    body_missing = [k for k in missing if not k.startswith("classifier") and not k.startswith("fc.")]
+    if len(usable) == 0 or len(body_missing) > 0.5 * len(own):
+        raise ModelError(
+            f"model.pretrained {source} does not fit {spec.name} ({len(usable)} of {len(own)} tensors match); "
+            "fix: give weights saved from the same architecture"
+        )
+    model.load_state_dict(usable, strict=False)
+    log.info("loaded %d/%d tensors from %s (%d left at init: new head)", len(usable), len(own), source, len(missing))
+    del num_classes
+    return source
+
+
+def build_model(cfg: ModelConfig, num_classes: int, quantizable: bool = False) -> tuple[Any, str]:
+    """A backbone with a ``num_classes`` head and its pretrained weights; returns (model, weights source)."""
+    spec = get_spec(cfg.arch)
+    kwargs: dict[str, Any] = {"dropout": cfg.dropout}
+    if spec.supports_width:
+        kwargs["width_mult"] = cfg.width_mult
+    elif cfg.width_mult != 1.0:
+        raise ModelError(f"model.width_mult is not supported by {cfg.arch}; fix: remove it or set it to 1.0")
+    builder = spec.build_quantizable if quantizable else spec.build
+    if builder is None:
+        raise ModelError(f"{cfg.arch} has no quantizable twin; fix: use one of the qat-capable models")
+    model = builder(1000, **kwargs)
+    source = _load_pretrained(model, spec, cfg, num_classes)
+    _replace_head(model, spec, num_classes)
+    if cfg.bn_momentum is not None:
+        import torch.nn as nn
+
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = cfg.bn_momentum
+    return model, source
+
+
+def rebuild(checkpoint: dict, quantizable: bool = False) -> Any:
+    """Rebuild the float model a checkpoint was saved from (architecture args travel with the weights)."""
+    cfg = ModelConfig(**{**checkpoint["model_cfg"], "pretrained": "none"})
+    model, _ = build_model(cfg, checkpoint["num_classes"], quantizable=quantizable)
+    model.load_state_dict(checkpoint["state_dict"])
+    return model

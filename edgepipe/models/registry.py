@@ -1,0 +1,83 @@
+"""A registry of backbones: how to build each (float and quantizable), its ImageNet weights, its head.
+
+One source of truth for names; registering a name twice is an error (as torchvision's ``register_model``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from edgepipe.errors import ModelError
+
+Builder = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    build: Builder  # (num_classes: int, **kwargs) -> nn.Module with ImageNet-shaped body
+    build_quantizable: Builder | None  # torchvision quantizable twin (same state-dict keys), if any
+    weights: str | None  # torchvision weights enum entry, e.g. "MobileNet_V3_Large_Weights.IMAGENET1K_V1"
+    head: Callable[[Any], tuple[Any, str]]  # model -> (parent module, attribute) of the final Linear
+    supports_width: bool = False
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    if spec.name in _REGISTRY:
+        raise ModelError(f"model '{spec.name}' is registered twice; fix: give the new entry another name")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ModelError(f"unknown model.arch '{name}'; fix: use one of {sorted(_REGISTRY)}") from None
+
+
+def available() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _mnv3(variant: str, quantizable: bool) -> Builder:
+    def build(num_classes: int, width_mult: float = 1.0, dropout: float = 0.2) -> Any:
+        if quantizable:
+            from torchvision.models import quantization as q
+
+            fn = getattr(q, f"mobilenet_v3_{variant}")
+            return fn(weights=None, quantize=False, num_classes=num_classes, width_mult=width_mult,
+                      dropout=dropout)
+        from torchvision import models
+
+        fn = getattr(models, f"mobilenet_v3_{variant}")
+        return fn(weights=None, num_classes=num_classes, width_mult=width_mult, dropout=dropout)
+
+    return build
+
+
+def _classifier_last(model: Any) -> tuple[Any, str]:
+    return model.classifier, str(len(model.classifier) - 1)
+
+
+register(ModelSpec(
+    name="mobilenet_v3_large",
+    build=_mnv3("large", quantizable=False),
+    build_quantizable=_mnv3("large", quantizable=True),
+    weights="MobileNet_V3_Large_Weights.IMAGENET1K_V1",
+    head=_classifier_last,
+    supports_width=True,
+))
+register(ModelSpec(
+    name="mobilenet_v3_small",
+    build=_mnv3("small", quantizable=False),
+    build_quantizable=_mnv3("small", quantizable=True),
+    weights="MobileNet_V3_Small_Weights.IMAGENET1K_V1",
+    head=_classifier_last,
+    supports_width=True,
+))

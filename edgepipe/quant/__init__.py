@@ -1,0 +1,1 @@
+"""Everything torch-quantization-specific: QAT preparation, freezing, and the QDQ export form."""

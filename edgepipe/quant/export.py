@@ -1,0 +1,69 @@
+"""torch -> ONNX for float and QAT models, with class names and preprocessing in metadata_props."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+from edgepipe.artifacts import atomic_path
+
+INPUT, OUTPUT = "input", "logits"
+
+
+def _torchscript_export(model, sample, path: Path, opset: int) -> None:
+    """The TorchScript exporter (deprecated in favour of dynamo): the dynamo exporter has no fake-tensor
+    kernel for fake_quantize_per_tensor_affine under a dynamic batch (torch 2.15), so both FP32 and INT8
+    go through this one path and stay comparable."""
+    import torch
+
+    model.eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (sample,), str(path), dynamo=False, opset_version=opset, input_names=[INPUT],
+            output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+            do_constant_folding=True,
+        )
+
+
+def set_metadata(model_proto, meta: dict[str, Any]) -> None:
+    del model_proto.metadata_props[:]
+    for k, v in meta.items():
+        entry = model_proto.metadata_props.add()
+        entry.key, entry.value = k, v if isinstance(v, str) else json.dumps(v)
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    out: dict[str, Any] = {}
+    for p in m.metadata_props:
+        try:
+            out[p.key] = json.loads(p.value)
+        except json.JSONDecodeError:
+            out[p.key] = p.value
+    return out
+
+
+def export_onnx(model, path: Path, input_size: list[int], meta: dict[str, Any], opset: int,
+                qdq: bool = False) -> Path:
+    """Export, clean up the QDQ graph when ``qdq``, stamp metadata, check, and write atomically."""
+    import onnx
+    import torch
+
+    sample = torch.zeros(1, *input_size)
+    with atomic_path(path) as raw:
+        _torchscript_export(model, sample, raw, opset)
+        proto = onnx.load(str(raw))
+        if qdq:
+            from edgepipe.quant.onnx_qdq import clean_qdq
+
+            clean_qdq(proto)
+        set_metadata(proto, meta)
+        proto.producer_name = "edgepipe"
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(raw))
+    return path

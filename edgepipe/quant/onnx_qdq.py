@@ -1,0 +1,225 @@
+"""QDQ cleanup on an exported ONNX graph, so runtimes can fuse it into integer kernels.
+
+ONNX Runtime fuses ``DQ(x), DQ(w), DQ(bias:int32) -> Conv -> Q`` into QLinearConv only when *every* input of
+the Conv comes from a DequantizeLinear; OpenVINO's low-precision passes want the same shape. The exporter
+gives ``float w -> Q -> DQ`` and a float bias, and pooling layers (which keep their input's quantization in
+eager int8) have no Q/DQ after them. This pass, written with the onnx library because no library offers
+"re-express an existing QDQ graph" (onnxruntime.quantization re-quantizes from calibration instead):
+
+1. replaces Q(constant weight) by an int8 initializer (the exact integers the QAT model trained with);
+2. re-quantizes the output of pooling/flatten ops with their input's scale and zero-point;
+3. quantizes each Conv/Gemm float bias to int32 with scale = input_scale * weight_scale, behind a DQ;
+4. removes Identity nodes, and makes scales/zero-points scalar initializers.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+_PASS_THROUGH = {"GlobalAveragePool", "AveragePool", "MaxPool", "Flatten", "Reshape"}
+
+
+class _Graph:
+    def __init__(self, model: onnx.ModelProto):
+        self.model, self.g = model, model.graph
+        self.inits = {i.name: i for i in self.g.initializer}
+        self._index()
+
+    def _index(self) -> None:
+        self.producer = {o: n for n in self.g.node for o in n.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+        for n in self.g.node:
+            for i in n.input:
+                self.consumers[i].append(n)
+
+    def const(self, name: str) -> np.ndarray | None:
+        if name in self.inits:
+            return numpy_helper.to_array(self.inits[name])
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "Constant":
+            return numpy_helper.to_array(node.attribute[0].t)
+        if node is not None and node.op_type == "Identity":
+            return self.const(node.input[0])
+        return None
+
+    def add_init(self, name: str, value: np.ndarray) -> str:
+        base, k = name, 0
+        while name in self.inits or name in self.producer:
+            k += 1
+            name = f"{base}_{k}"
+        t = numpy_helper.from_array(value, name)
+        self.g.initializer.append(t)
+        self.inits[name] = t
+        return name
+
+    def rename_input(self, old: str, new: str) -> None:
+        for n in list(self.consumers.get(old, [])):
+            for k, i in enumerate(n.input):
+                if i == old:
+                    n.input[k] = new
+        for o in self.g.output:
+            if o.name == old:  # keep graph output names stable: re-point the producer instead
+                raise ValueError("graph output cannot be renamed")
+
+
+def _remove_identities(gr: _Graph) -> None:
+    outputs = {o.name for o in gr.g.output}
+    keep = []
+    for n in gr.g.node:
+        if n.op_type == "Identity" and n.output[0] not in outputs:
+            gr.rename_input(n.output[0], n.input[0])
+            continue
+        keep.append(n)
+    del gr.g.node[:]
+    gr.g.node.extend(keep)
+    gr._index()
+
+
+def _qparams(gr: _Graph, node: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray, int]:
+    scale = gr.const(node.input[1])
+    zp = gr.const(node.input[2]) if len(node.input) > 2 and node.input[2] else np.array(0, np.uint8)
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+    return scale, zp, axis
+
+
+def _fold_weight_quantize(gr: _Graph) -> None:
+    """Q(float constant) -> integer initializer, so weights are stored (and loaded) as int8."""
+    keep = []
+    for n in gr.g.node:
+        x = gr.const(n.input[0]) if n.op_type == "QuantizeLinear" else None
+        if x is None:
+            keep.append(n)
+            continue
+        scale, zp, axis = _qparams(gr, n)
+        shape = [1] * x.ndim
+        if scale.ndim == 1 and scale.size > 1:
+            shape[axis] = -1
+        info = np.iinfo(zp.dtype)
+        q = np.clip(np.round(x / scale.reshape(shape)) + zp.astype(np.int64).reshape(shape), info.min, info.max)
+        name = gr.add_init(f"{n.input[0]}_quantized", q.astype(zp.dtype))
+        gr.rename_input(n.output[0], name)
+    del gr.g.node[:]
+    gr.g.node.extend(keep)
+    gr._index()
+
+
+def _quantize_bias(gr: _Graph) -> None:
+    new_nodes: dict[int, list[onnx.NodeProto]] = defaultdict(list)
+    for idx, n in enumerate(gr.g.node):
+        if n.op_type not in ("Conv", "Gemm") or len(n.input) < 3:
+            continue
+        bias = gr.const(n.input[2])
+        x_dq, w_dq = gr.producer.get(n.input[0]), gr.producer.get(n.input[1])
+        if bias is None or x_dq is None or w_dq is None:
+            continue
+        if x_dq.op_type != "DequantizeLinear" or w_dq.op_type != "DequantizeLinear":
+            continue
+        (sx, _, _), (sw, _, _) = _qparams(gr, x_dq), _qparams(gr, w_dq)
+        if n.op_type == "Gemm" and not any(a.name == "transB" and a.i == 1 for a in n.attribute):
+            continue  # weights as [in, out]: per-output-channel scales sit on axis 1; not produced by us
+        sb = (np.asarray(sx, np.float32).reshape(()) * np.asarray(sw, np.float32).reshape(-1)).astype(np.float32)
+        sb = np.broadcast_to(sb, bias.shape).copy() if sb.size == 1 else sb
+        q = np.clip(np.round(bias / sb), -(2**31), 2**31 - 1).astype(np.int32)
+        # Named after the consuming node: exporters share identical float constants between layers.
+        base = f"{n.name or n.output[0]}_bias"
+        qname = gr.add_init(f"{base}_int32", q)
+        sname = gr.add_init(f"{base}_scale", sb)
+        zname = gr.add_init(f"{base}_zero_point", np.zeros_like(q))
+        out = f"{base}_dequantized"
+        new_nodes[idx].append(helper.make_node("DequantizeLinear", [qname, sname, zname], [out], axis=0,
+                                               name=f"{n.name or out}_bias_dq"))
+        n.input[2] = out
+    _insert_before(gr, new_nodes)
+
+
+def _insert_before(gr: _Graph, new_nodes: dict[int, list[onnx.NodeProto]]) -> None:
+    nodes = []
+    for idx, n in enumerate(gr.g.node):
+        nodes += new_nodes.get(idx, [])
+        nodes.append(n)
+    del gr.g.node[:]
+    gr.g.node.extend(nodes)
+    gr._index()
+
+
+def _propagate_through_pools(gr: _Graph) -> None:
+    """Pooling keeps its input's scale in int8; give its float output that Q/DQ so the next op fuses."""
+    after: dict[int, list[onnx.NodeProto]] = defaultdict(list)
+    outputs = {o.name for o in gr.g.output}
+    for idx, n in enumerate(gr.g.node):
+        if n.op_type not in _PASS_THROUGH:
+            continue
+        src = gr.producer.get(n.input[0])
+        users = gr.consumers.get(n.output[0], [])
+        if src is None or src.op_type != "DequantizeLinear" or n.output[0] in outputs:
+            continue
+        if not users or all(u.op_type == "QuantizeLinear" for u in users):
+            continue
+        y = n.output[0]
+        q_out, dq_out = f"{y}_q", f"{y}_dq"
+        qargs = list(src.input[1:3])
+        after[idx + 1] += [
+            helper.make_node("QuantizeLinear", [y, *qargs], [q_out], name=f"{y}_requant"),
+            helper.make_node("DequantizeLinear", [q_out, *qargs], [dq_out], name=f"{y}_redequant"),
+        ]
+        gr.rename_input(y, dq_out)
+        # rename_input also re-pointed nothing in the new nodes (not indexed yet): they read y, as intended.
+    _insert_before(gr, after)
+
+
+def _scalar_qparams(gr: _Graph) -> None:
+    """Constant-node scales/zero-points -> initializers; 1-element tensors -> scalars (QLinearAdd needs it)."""
+    for n in gr.g.node:
+        if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for k in (1, 2):
+            if k >= len(n.input) or not n.input[k]:
+                continue
+            v = gr.const(n.input[k])
+            if v is None:
+                continue
+            if v.size == 1 and v.ndim > 0:
+                v = v.reshape(())
+            if n.input[k] not in gr.inits or v.ndim != numpy_helper.to_array(gr.inits[n.input[k]]).ndim:
+                n.input[k] = gr.add_init(f"{n.name or n.output[0]}_{'scale' if k == 1 else 'zero_point'}", v)
+    _drop_unused(gr)
+
+
+def _drop_unused(gr: _Graph) -> None:
+    gr._index()
+    outputs = {o.name for o in gr.g.output}
+    changed = True
+    while changed:
+        changed = False
+        keep = []
+        for n in gr.g.node:
+            if n.op_type == "Constant" and not any(gr.consumers.get(o) for o in n.output) and not (
+                set(n.output) & outputs
+            ):
+                changed = True
+                continue
+            keep.append(n)
+        del gr.g.node[:]
+        gr.g.node.extend(keep)
+        gr._index()
+    used = {i for n in gr.g.node for i in n.input} | outputs
+    live = [i for i in gr.g.initializer if i.name in used]
+    del gr.g.initializer[:]
+    gr.g.initializer.extend(live)
+    gr.inits = {i.name: i for i in gr.g.initializer}
+
+
+def clean_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Apply the passes above in order; returns the same (mutated) model, checked."""
+    gr = _Graph(model)
+    _remove_identities(gr)
+    _fold_weight_quantize(gr)
+    _propagate_through_pools(gr)  # first: a conv after a pool needs its input DQ to get an int32 bias
+    _quantize_bias(gr)
+    _scalar_qparams(gr)
+    onnx.checker.check_model(model)
+    return model

@@ -1,0 +1,201 @@
+"""Typed recipe: pydantic models of the YAML a user writes, and load_recipe().
+
+Unknown keys are errors (a misspelt key must never be silently ignored) and every error names the key's path
+and what would fix it, e.g. ``qat.epochs: must be >= 0 (got -1)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgepipe.errors import RecipeError
+
+STAGES = ("finetune", "qat", "export", "ptq", "bench")
+StageName = Literal["finetune", "qat", "export", "ptq", "bench"]
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AugmentConfig(_Strict):
+    """Training-time augmentation (torchvision.transforms.v2); evaluation never augments."""
+
+    hflip: bool = True
+    rrc_scale: tuple[float, float] | None = Field(
+        default=(0.8, 1.0), description="RandomResizedCrop scale range; null keeps resize + center crop"
+    )
+    rotation: float = Field(default=0.0, ge=0, le=180, description="max rotation in degrees")
+    color_jitter: float = Field(default=0.0, ge=0, le=1, description="brightness/contrast/saturation")
+    random_erasing: float = Field(default=0.0, ge=0, le=1, description="probability")
+
+    @model_validator(mode="after")
+    def _scale_range(self) -> AugmentConfig:
+        if self.rrc_scale is not None:
+            lo, hi = self.rrc_scale
+            if not (0 < lo <= hi <= 1):
+                raise ValueError("rrc_scale must be [low, high] with 0 < low <= high <= 1")
+        return self
+
+
+class DataConfig(_Strict):
+    dataset: str | None = Field(default=None, description="a built-in dataset name, e.g. fashion-mnist")
+    root: Path | None = Field(default=None, description="an ImageFolder: one sub-folder of images per class")
+    image_size: int = Field(default=224, ge=16, le=1024)
+    crop_pct: float = Field(default=0.875, gt=0, le=1, description="eval: resize to size/crop_pct, crop")
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    val_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(default=0.1, gt=0, lt=0.5, description="used only without a test split")
+    limit_per_class: int | None = Field(default=None, ge=1, description="subsample each class (smoke runs)")
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    num_workers: int = Field(default=0, ge=0, le=64)
+    augment: AugmentConfig = AugmentConfig()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.dataset is None) == (self.root is None):
+            raise ValueError("give exactly one of data.dataset (a built-in name) or data.root (an ImageFolder)")
+        return self
+
+
+class ModelConfig(_Strict):
+    arch: str = "mobilenet_v3_large"
+    pretrained: str = Field(default="none", description="imagenet | none | PATH to a state dict")
+    width_mult: float = Field(default=1.0, gt=0, le=2, description="MobileNetV3 width (1.0 for ImageNet weights)")
+    dropout: float = Field(default=0.2, ge=0, lt=1)
+    bn_momentum: float | None = Field(
+        default=None, gt=0, le=1,
+        description="override BatchNorm momentum (MobileNetV3 uses 0.01: too slow for a few hundred steps)",
+    )
+
+
+class FinetuneConfig(_Strict):
+    epochs: int = Field(default=10, ge=0)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.05, ge=0)
+    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
+    warmup_epochs: int = Field(default=0, ge=0)
+    patience: int = Field(default=5, ge=1, description="early stopping on val top-1")
+    amp: bool = Field(default=True, description="mixed precision when on CUDA; ignored on CPU")
+    max_batches_per_epoch: int | None = Field(default=None, ge=1)
+
+
+class QatConfig(_Strict):
+    epochs: int = Field(default=3, ge=0)
+    lr: float = Field(default=1e-4, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    freeze_bn_epoch: int = Field(default=1, ge=0, description="BatchNorm statistics freeze from this epoch")
+    freeze_observer_epoch: int = Field(default=2, ge=0, description="quant ranges freeze from this epoch")
+    calibration_batches: int = Field(default=16, ge=0, description="observer warm-up before training")
+    patience: int = Field(default=5, ge=1)
+    max_batches_per_epoch: int | None = Field(default=None, ge=1)
+
+
+class ExportConfig(_Strict):
+    opset: int = Field(default=17, ge=13, le=21)
+    min_agreement: float = Field(default=0.99, ge=0, le=1, description="ORT vs torch top-1 agreement")
+    openvino: bool = True
+
+
+class PtqConfig(_Strict):
+    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration_images: int = Field(default=256, ge=1)
+
+
+class BenchConfig(_Strict):
+    threads: int = Field(default=2, ge=1, le=256)
+    batch_size: int = Field(default=1, ge=1, le=1024)
+    warmup: int = Field(default=20, ge=0)
+    min_iters: int = Field(default=100, ge=1)
+    min_seconds: float = Field(default=2.0, ge=0)
+    runtimes: tuple[Literal["onnxruntime", "openvino"], ...] = ("onnxruntime", "openvino")
+
+
+class Recipe(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="run folder name under --out")
+    seed: int = 0
+    stages: tuple[StageName, ...] = ("finetune", "qat", "export", "ptq", "bench")
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    qat: QatConfig = QatConfig()
+    export: ExportConfig = ExportConfig()
+    ptq: PtqConfig = PtqConfig()
+    bench: BenchConfig = BenchConfig()
+
+    @model_validator(mode="after")
+    def _ordered_stages(self) -> Recipe:
+        if len(set(self.stages)) != len(self.stages):
+            raise ValueError("stages lists a stage twice")
+        return self
+
+
+_OPS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Names a user could have meant at ``loc`` (for 'did you mean')."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return list(model.model_fields)
+        model = ann
+    return list(model.model_fields)
+
+
+def _describe(err: dict, root: type[BaseModel]) -> str:
+    loc = tuple(err["loc"])
+    path = ".".join(str(p) for p in loc) or "<recipe>"
+    kind, ctx = err["type"], err.get("ctx", {})
+    if kind == "extra_forbidden":
+        known = _fields_at(root, loc[:-1])
+        near = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f"did you mean '{near[0]}'?" if near else f"known keys: {', '.join(known)}"
+        return f"{path}: unknown key; {hint}"
+    if kind in _OPS:
+        bound = next(iter(ctx.values()))
+        return f"{path}: must be {_OPS[kind]} {bound} (got {err['input']!r})"
+    if kind == "missing":
+        return f"{path}: required key is missing"
+    if kind == "literal_error":
+        return f"{path}: {err['input']!r} is not one of {ctx.get('expected')}"
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{path}: {msg} (got {err['input']!r})" if kind != "value_error" else f"{path}: {msg}"
+
+
+def parse_recipe(raw: object, source: str = "<recipe>") -> Recipe:
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: a recipe must be a YAML mapping of keys; see recipes/smoke.yaml")
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        errors = [_describe(e, Recipe) for e in exc.errors()]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise RecipeError(f"{source}: {errors[0]}{more}") from None
+
+
+def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
+    """Read and validate a recipe (relative data.root paths are relative to the working directory)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe not found: {path}; fix: give the path of a YAML recipe (see recipes/)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise RecipeError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if isinstance(raw, dict) and overrides:
+        raw = {**raw, **overrides}
+    return parse_recipe(raw, str(path))
+

@@ -1,0 +1,105 @@
+"""export: FP32 ONNX (finetune) and INT8 QDQ ONNX (qat), OpenVINO IR, and agreement with torch recorded."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from edgepipe import __version__
+from edgepipe.artifacts import StageResult, atomic_write_json
+from edgepipe.data.loaders import SplitData
+from edgepipe.errors import ParityError
+from edgepipe.recipe import Recipe
+from edgepipe.stages.base import StageContext
+
+log = logging.getLogger(__name__)
+
+name = "export"
+needs = ("split", "checkpoint", "qat_checkpoint")
+
+
+def config(recipe: Recipe) -> dict[str, Any]:
+    return {"export": recipe.export.model_dump(), "bench_threads": recipe.bench.threads}
+
+
+def torch_logits(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    import torch
+
+    model.eval()
+    with torch.inference_mode():
+        return np.concatenate([model(torch.from_numpy(x[i : i + batch])).numpy() for i in range(0, len(x), batch)])
+
+
+def runtime_logits(rt, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    return np.concatenate([rt.predict(x[i : i + batch]) for i in range(0, len(x), batch)])
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a.argmax(1) == b.argmax(1)).mean())
+
+
+def run(ctx: StageContext) -> StageResult:
+    import torch
+
+    from edgepipe.models.build import rebuild
+    from edgepipe.quant.export import export_onnx
+    from edgepipe.quant.qdq import to_qdq_module
+    from edgepipe.runtimes import get_runtime
+    from edgepipe.stages.qat import load_qat_model
+
+    r = ctx.recipe
+    fp_ckpt = torch.load(ctx.input("checkpoint"), map_location="cpu", weights_only=False)
+    q_ckpt = torch.load(ctx.input("qat_checkpoint"), map_location="cpu", weights_only=False)
+    pre = fp_ckpt["preprocessing"]
+    base_meta = {"edgepipe_version": __version__, "arch": fp_ckpt["arch"], "classes": fp_ckpt["classes"],
+                 "preprocessing": pre, "model_cfg": fp_ckpt["model_cfg"]}
+    fp_model = rebuild(fp_ckpt).eval()
+    q_model = load_qat_model(q_ckpt)
+    models = {
+        "fp32": (fp_model, fp_model, False),
+        "int8": (to_qdq_module(q_model), q_model, True),
+    }
+    data = SplitData(ctx.input("split"), r.data, pre, r.seed)
+    x, y = data.arrays("test")
+    outputs, metrics = {}, {}
+    for key, (export_model, reference, qdq) in models.items():
+        path = ctx.out_dir / f"{key}.onnx"
+        meta = {**base_meta, "precision": key,
+                "quantization": q_ckpt.get("quant") if qdq else None}
+        export_onnx(export_model, path, pre["input_size"], meta, r.export.opset, qdq=qdq)
+        outputs[f"onnx_{key}"] = path.name
+        ref = torch_logits(reference, x)
+        ort = runtime_logits(get_runtime("onnxruntime", path, threads=r.bench.threads), x)
+        m = {
+            "torch_test_top1": 100.0 * float((ref.argmax(1) == y).mean()),
+            "ort_test_top1": 100.0 * float((ort.argmax(1) == y).mean()),
+            "ort_agreement": _agreement(ref, ort),
+            "ort_max_abs_logit_diff": float(np.abs(ref - ort).max()),
+            "test_images": len(y),
+        }
+        if r.export.openvino:
+            from edgepipe.runtimes.openvino import convert_to_ir
+
+            xml = convert_to_ir(path, ctx.out_dir / f"{key}.xml")
+            outputs[f"ir_{key}"] = xml.name
+            outputs[f"ir_{key}_bin"] = xml.with_suffix(".bin").name
+            ov = runtime_logits(get_runtime("openvino", xml, threads=r.bench.threads, precision="f32"), x)
+            m["openvino_agreement"] = _agreement(ref, ov)
+            m["openvino_test_top1"] = 100.0 * float((ov.argmax(1) == y).mean())
+        metrics[key] = m
+        log.info("export %s: ORT agrees with torch on %.2f%% of %d test images", key,
+                 100 * m["ort_agreement"], len(y))
+    atomic_write_json(ctx.out_dir / "agreement.json", metrics)
+    low = [(k, a, v[a]) for k, v in metrics.items() for a in ("ort_agreement", "openvino_agreement")
+           if a in v and v[a] < r.export.min_agreement]
+    if low:
+        # The stage folder is discarded on failure; keep the evidence beside it.
+        evidence = atomic_write_json(ctx.run_dir / "export.failed-agreement.json", metrics)
+        k, a, v = low[0]
+        raise ParityError(
+            f"{k} model: {a.split('_')[0]} agrees with torch on only {100 * v:.2f}% of the test split "
+            f"(< export.min_agreement {100 * r.export.min_agreement:.2f}%); see {evidence}"
+        )
+    return StageResult(outputs=outputs, metrics=metrics)

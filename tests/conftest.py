@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny generated data and recipes (no network, CPU only)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("EDGEPIPE_PROGRESS", "0")
+
+
+def make_imagefolder(root: Path, classes: int = 3, per_class: int = 20, size: int = 36, seed: int = 0) -> Path:
+    """Classes that a CNN can tell apart: each has its own colour and stripe orientation, plus noise."""
+    rng = np.random.default_rng(seed)
+    palette = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (200, 200, 40), (160, 40, 200)]
+    yy, xx = np.mgrid[0:size, 0:size]
+    for c in range(classes):
+        d = root / f"class_{c}"
+        d.mkdir(parents=True, exist_ok=True)
+        stripes = ((xx if c % 2 == 0 else yy) // 4 % 2).astype(np.float32)
+        for i in range(per_class):
+            base = np.array(palette[c % len(palette)], np.float32) * (0.6 + 0.4 * stripes[..., None])
+            img = np.clip(base + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(d / f"img_{i:03d}.png")
+    return root
+
+
+@pytest.fixture
+def imagefolder(tmp_path: Path) -> Path:
+    return make_imagefolder(tmp_path / "photos")
+
+
+def tiny_recipe(root: Path, name: str = "tiny", **over) -> dict:
+    """A recipe small enough to run all stages in well under a minute on 2 cores."""
+    recipe = {
+        "name": name,
+        "seed": 0,
+        "data": {"root": str(root), "image_size": 32, "crop_pct": 1.0, "batch_size": 16,
+                 "val_fraction": 0.2, "test_fraction": 0.2, "augment": {"hflip": True, "rrc_scale": None}},
+        "model": {"arch": "mobilenet_v3_large", "pretrained": "none", "width_mult": 0.25, "bn_momentum": 0.3},
+        "finetune": {"epochs": 6, "lr": 0.005, "patience": 6},
+        "qat": {"epochs": 1, "lr": 0.0001, "freeze_bn_epoch": 0, "freeze_observer_epoch": 1,
+                "calibration_batches": 2},
+        "export": {"min_agreement": 0.8, "openvino": True},
+        "ptq": {"calibration_images": 16},
+        "bench": {"warmup": 2, "min_iters": 5, "min_seconds": 0.0},
+    }
+    for k, v in over.items():
+        recipe[k] = {**recipe[k], **v} if isinstance(v, dict) else v
+    return recipe

@@ -1,0 +1,89 @@
+"""The QDQ export path: equal to the QAT model in torch, clean in ONNX, fused to integer kernels by ORT."""
+
+import collections
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edgepipe.models.build import build_model
+from edgepipe.quant.export import export_onnx, read_metadata
+from edgepipe.quant.qat import fake_quant_modules, freeze_bn_stats, freeze_observers, prepare_qat
+from edgepipe.quant.qdq import to_qdq_module
+from edgepipe.recipe import ModelConfig
+
+
+@pytest.fixture(scope="module")
+def qat_model():
+    torch.manual_seed(0)
+    model, _ = build_model(ModelConfig(width_mult=0.25), 4, quantizable=True)
+    prepare_qat(model)
+    for _ in range(3):  # training-mode steps move BN stats and observers away from their init
+        model(torch.randn(8, 3, 32, 32))
+    freeze_observers(model)
+    freeze_bn_stats(model)
+    return model.eval()
+
+
+def test_prepare_qat_uses_plain_fake_quant_not_the_fused_op(qat_model):
+    kinds = {type(m).__name__ for _, m in fake_quant_modules(qat_model)}
+    assert "FusedMovingAvgObsFakeQuantize" not in kinds and "FakeQuantize" in kinds
+
+
+def test_qdq_module_equals_qat_model(qat_model):
+    x = torch.randn(6, 3, 32, 32)
+    with torch.no_grad():
+        ref, out = qat_model(x), to_qdq_module(qat_model)(x)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def int8_onnx(qat_model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("qdq") / "int8.onnx"
+    export_onnx(to_qdq_module(qat_model), path, [3, 32, 32], {"classes": ["a", "b", "c", "d"]}, 17, qdq=True)
+    return path
+
+
+def test_int8_graph_has_no_batchnorm_scalar_scales_and_int8_weights(int8_onnx):
+    m = onnx.load(str(int8_onnx))
+    ops = collections.Counter(n.op_type for n in m.graph.node)
+    assert ops["BatchNormalization"] == 0 and ops["Div"] == 0 and ops["QuantizeLinear"] > 0
+    inits = {i.name: i for i in m.graph.initializer}
+    for n in m.graph.node:
+        if n.op_type == "QuantizeLinear":
+            assert len(inits[n.input[1]].dims) == 0, f"{n.name}: activation scale is not a scalar"
+        if n.op_type == "Conv":
+            w_dq = next(p for p in m.graph.node if n.input[1] in p.output)
+            assert w_dq.op_type == "DequantizeLinear"
+            assert inits[w_dq.input[0]].data_type == onnx.TensorProto.INT8
+            b_dq = next(p for p in m.graph.node if n.input[2] in p.output)
+            assert inits[b_dq.input[0]].data_type == onnx.TensorProto.INT32
+
+
+def test_onnxruntime_fuses_every_conv_into_qlinearconv(int8_onnx, tmp_path):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    so.log_severity_level = 3
+    ort.InferenceSession(str(int8_onnx), so, providers=["CPUExecutionProvider"])
+    ops = collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+    n_conv = sum(1 for n in onnx.load(str(int8_onnx)).graph.node if n.op_type == "Conv")
+    assert ops["QLinearConv"] == n_conv and ops["Conv"] == 0
+    assert ops["QLinearAdd"] > 0 and ops["QLinearGlobalAveragePool"] > 0
+
+
+def test_onnxruntime_int8_agrees_with_torch_fake_quant(qat_model, int8_onnx):
+    import onnxruntime as ort
+
+    x = torch.randn(32, 3, 32, 32)
+    with torch.no_grad():
+        ref = qat_model(x).numpy()
+    out = ort.InferenceSession(str(int8_onnx), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+    assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.9
+    assert np.abs(out - ref).max() < 0.25 * np.abs(ref).max()
+
+
+def test_metadata_travels_with_the_model(int8_onnx):
+    assert read_metadata(int8_onnx)["classes"] == ["a", "b", "c", "d"]
