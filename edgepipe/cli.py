@@ -15,18 +15,28 @@ import typer
 from edgepipe import __version__
 from edgepipe.errors import EdgepipeError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="From a folder of labelled photos to a fast, honestly benchmarked INT8 classifier.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="From a folder of labelled photos to a fast, honestly benchmarked INT8 classifier.",
+)
 log = logging.getLogger("edgepipe")
 
 
 def _setup_logging(verbose: bool) -> None:
     from rich.logging import RichHandler
 
-    handler = RichHandler(show_path=False, show_time=True, markup=False, rich_tracebacks=False,
-                          console=__import__("rich.console").console.Console(stderr=True))
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
-                        handlers=[handler], force=True)
+    handler = RichHandler(
+        show_path=False,
+        show_time=True,
+        markup=False,
+        rich_tracebacks=False,
+        console=__import__("rich.console").console.Console(stderr=True),
+    )
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", handlers=[handler], force=True
+    )
     for noisy in ("matplotlib", "PIL", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -44,8 +54,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """edgepipe: finetune -> qat -> export -> ptq -> bench, each stage cached with a manifest."""
 
@@ -53,13 +64,21 @@ def main(
 @app.command()
 def build(
     recipe: Annotated[Path, typer.Argument(help="A YAML recipe, e.g. recipes/mnv3_qat.yaml.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for runs; a run lands in OUT/<recipe name>/.")] = Path(
-        "artifacts"),
-    force: Annotated[bool, typer.Option("--force", help="Rerun every stage, ignoring cached results.")] = False,
-    from_stage: Annotated[str | None, typer.Option("--from", metavar="STAGE",
-                                                   help="Rerun this stage and all after it.")] = None,
-    only: Annotated[str | None, typer.Option("--only", metavar="STAGE",
-                                             help="Run just this stage on the cached outputs of earlier ones.")] = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder for runs; a run lands in OUT/<recipe name>/.")
+    ] = Path("artifacts"),
+    force: Annotated[
+        bool, typer.Option("--force", help="Rerun every stage, ignoring cached results.")
+    ] = False,
+    from_stage: Annotated[
+        str | None, typer.Option("--from", metavar="STAGE", help="Rerun this stage and all after it.")
+    ] = None,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            "--only", metavar="STAGE", help="Run just this stage on the cached outputs of earlier ones."
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Run a recipe's stages in order; unchanged stages are skipped. Report: OUT/<recipe name>/report.json."""
@@ -75,7 +94,9 @@ def build(
     except EdgepipeError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        typer.echo("error: interrupted; completed stages are kept, rerun the same command to resume", err=True)
+        typer.echo(
+            "error: interrupted; completed stages are kept, rerun the same command to resume", err=True
+        )
         raise typer.Exit(130) from None
     run_dir = out / r.name
     ran = [n for n, s in status.items() if not s["cached"]]
@@ -90,7 +111,8 @@ def build(
 def bench(
     models: Annotated[list[Path], typer.Argument(help="ONNX model files (.onnx).")],
     runtime: Annotated[list[str], typer.Option("--runtime", "-r", help="onnxruntime and/or openvino.")] = [  # noqa: B006
-        "onnxruntime"],
+        "onnxruntime"
+    ],
     threads: Annotated[int, typer.Option(help="Intra-op threads.")] = 2,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size for latency.")] = 1,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up runs.")] = 20,

@@ -44,8 +44,10 @@ def plan(recipe: Recipe) -> list[str]:
         mod = stage_module(name)
         missing = [n for n in mod.needs if n not in produced]
         if missing:
-            raise RecipeError(f"stages: '{name}' needs {', '.join(missing)} from a stage not listed; fix: add "
-                              f"the stage that makes it to recipe stages (order: {', '.join(ORDER[1:])})")
+            raise RecipeError(
+                f"stages: '{name}' needs {', '.join(missing)} from a stage not listed; fix: add "
+                f"the stage that makes it to recipe stages (order: {', '.join(ORDER[1:])})"
+            )
         produced |= set(_OUTPUTS.get(name, ()))
     return selected
 
@@ -64,7 +66,9 @@ _OUTPUTS = {
 def _key(name: str, recipe: Recipe, inputs: dict[str, dict]) -> str:
     mod = stage_module(name)
     used = {n: inputs[n]["sha256"] for n in (*mod.needs, *getattr(mod, "optional", ())) if n in inputs}
-    return hash_json({"stage": name, "config": mod.config(recipe), "inputs": used, "versions": package_versions()})
+    return hash_json(
+        {"stage": name, "config": mod.config(recipe), "inputs": used, "versions": package_versions()}
+    )
 
 
 def _run_stage(name: str, recipe: Recipe, run_dir: Path, inputs: dict[str, dict], key: str) -> dict:
@@ -72,8 +76,12 @@ def _run_stage(name: str, recipe: Recipe, run_dir: Path, inputs: dict[str, dict]
     final = run_dir / name
     t0 = time.perf_counter()
     with staging_dir(final) as tmp:
-        ctx = StageContext(recipe=recipe, out_dir=tmp, run_dir=run_dir,
-                           inputs={n: Path(v["path"]) for n, v in inputs.items()})
+        ctx = StageContext(
+            recipe=recipe,
+            out_dir=tmp,
+            run_dir=run_dir,
+            inputs={n: Path(v["path"]) for n, v in inputs.items()},
+        )
         result = mod.run(ctx)
         outputs = {}
         for out_name, rel in result.outputs.items():
@@ -82,9 +90,15 @@ def _run_stage(name: str, recipe: Recipe, run_dir: Path, inputs: dict[str, dict]
                 raise StageError(f"stage {name} did not write its output {rel}; this is a bug in edgepipe")
             outputs[out_name] = {"file": rel, "sha256": sha256_file(path)}
         manifest = {
-            "stage": name, "key": key, "config": mod.config(recipe),
-            "inputs": {n: inputs[n]["sha256"] for n in (*mod.needs, *getattr(mod, "optional", ())) if n in inputs},
-            "outputs": outputs, "metrics": result.metrics, "versions": package_versions(),
+            "stage": name,
+            "key": key,
+            "config": mod.config(recipe),
+            "inputs": {
+                n: inputs[n]["sha256"] for n in (*mod.needs, *getattr(mod, "optional", ())) if n in inputs
+            },
+            "outputs": outputs,
+            "metrics": result.metrics,
+            "versions": package_versions(),
             "wall_time_s": round(time.perf_counter() - t0, 3),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
@@ -97,13 +111,16 @@ def _register(inputs: dict[str, dict], stage_dir: Path, manifest: dict) -> None:
         inputs[out_name] = {"path": str(stage_dir / o["file"]), "sha256": o["sha256"]}
 
 
-def build(recipe: Recipe, out: Path, force: bool = False, from_stage: str | None = None,
-          only: str | None = None) -> dict[str, Any]:
+def build(
+    recipe: Recipe, out: Path, force: bool = False, from_stage: str | None = None, only: str | None = None
+) -> dict[str, Any]:
     """Run the recipe's stages in order; returns {stage: {"cached": bool, "manifest": ...}}."""
     stages = plan(recipe)
     for flag, value in (("--from", from_stage), ("--only", only)):
         if value is not None and value not in stages:
-            raise RecipeError(f"{flag} {value}: not a stage of this recipe; fix: use one of {', '.join(stages)}")
+            raise RecipeError(
+                f"{flag} {value}: not a stage of this recipe; fix: use one of {', '.join(stages)}"
+            )
     run_dir = Path(out) / recipe.name
     run_dir.mkdir(parents=True, exist_ok=True)
     inputs: dict[str, dict] = {}
@@ -114,8 +131,10 @@ def build(recipe: Recipe, out: Path, force: bool = False, from_stage: str | None
         manifest = read_manifest(stage_dir)
         if only is not None and name != only:
             if manifest is None:
-                raise StageError(f"--only {only} needs the output of stage '{name}', which has not run; fix: run "
-                                 "without --only first")
+                raise StageError(
+                    f"--only {only} needs the output of stage '{name}', which has not run; fix: run "
+                    "without --only first"
+                )
             _register(inputs, stage_dir, manifest)
             status[name] = {"cached": True, "manifest": manifest}
             continue

@@ -62,17 +62,23 @@ class DataConfig(_Strict):
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
         if (self.dataset is None) == (self.root is None):
-            raise ValueError("give exactly one of data.dataset (a built-in name) or data.root (an ImageFolder)")
+            raise ValueError(
+                "give exactly one of data.dataset (a built-in name) or data.root (an ImageFolder)"
+            )
         return self
 
 
 class ModelConfig(_Strict):
     arch: str = "mobilenet_v3_large"
     pretrained: str = Field(default="none", description="imagenet | none | PATH to a state dict")
-    width_mult: float = Field(default=1.0, gt=0, le=2, description="MobileNetV3 width (1.0 for ImageNet weights)")
+    width_mult: float = Field(
+        default=1.0, gt=0, le=2, description="MobileNetV3 width (1.0 for ImageNet weights)"
+    )
     dropout: float = Field(default=0.2, ge=0, lt=1)
     bn_momentum: float | None = Field(
-        default=None, gt=0, le=1,
+        default=None,
+        gt=0,
+        le=1,
         description="override BatchNorm momentum (MobileNetV3 uses 0.01: too slow for a few hundred steps)",
     )
 
@@ -198,4 +204,3 @@ def load_recipe(path: str | Path, overrides: dict | None = None) -> Recipe:
     if isinstance(raw, dict) and overrides:
         raw = {**raw, **overrides}
     return parse_recipe(raw, str(path))
-

@@ -12,7 +12,9 @@ from PIL import Image
 os.environ.setdefault("EDGEPIPE_PROGRESS", "0")
 
 
-def make_imagefolder(root: Path, classes: int = 3, per_class: int = 20, size: int = 36, seed: int = 0) -> Path:
+def make_imagefolder(
+    root: Path, classes: int = 3, per_class: int = 20, size: int = 36, seed: int = 0
+) -> Path:
     """Classes that a CNN can tell apart: each has its own colour and stripe orientation, plus noise."""
     rng = np.random.default_rng(seed)
     palette = [(220, 40, 40), (40, 200, 60), (40, 60, 220), (200, 200, 40), (160, 40, 200)]
@@ -38,12 +40,24 @@ def tiny_recipe(root: Path, name: str = "tiny", **over) -> dict:
     recipe = {
         "name": name,
         "seed": 0,
-        "data": {"root": str(root), "image_size": 32, "crop_pct": 1.0, "batch_size": 16,
-                 "val_fraction": 0.2, "test_fraction": 0.2, "augment": {"hflip": True, "rrc_scale": None}},
+        "data": {
+            "root": str(root),
+            "image_size": 32,
+            "crop_pct": 1.0,
+            "batch_size": 16,
+            "val_fraction": 0.2,
+            "test_fraction": 0.2,
+            "augment": {"hflip": True, "rrc_scale": None},
+        },
         "model": {"arch": "mobilenet_v3_large", "pretrained": "none", "width_mult": 0.25, "bn_momentum": 0.3},
         "finetune": {"epochs": 6, "lr": 0.005, "patience": 6},
-        "qat": {"epochs": 1, "lr": 0.0001, "freeze_bn_epoch": 0, "freeze_observer_epoch": 1,
-                "calibration_batches": 2},
+        "qat": {
+            "epochs": 1,
+            "lr": 0.0001,
+            "freeze_bn_epoch": 0,
+            "freeze_observer_epoch": 1,
+            "calibration_batches": 2,
+        },
         "export": {"min_agreement": 0.8, "openvino": True},
         "ptq": {"calibration_images": 16},
         "bench": {"warmup": 2, "min_iters": 5, "min_seconds": 0.0},

@@ -26,7 +26,9 @@ def _build(tmp_path, recipe: dict, *args):
 def test_misspelt_key_is_one_line_and_exit_2(tmp_path):
     res = _build(tmp_path, {"name": "r", "data": {"dataset": "fashion-mnist"}, "qat": {"epohcs": 1}})
     assert res.exit_code == 2
-    assert res.output.strip() == (f"error: {tmp_path / 'r.yaml'}: qat.epohcs: unknown key; did you mean 'epochs'?")
+    assert res.output.strip() == (
+        f"error: {tmp_path / 'r.yaml'}: qat.epohcs: unknown key; did you mean 'epochs'?"
+    )
 
 
 def test_missing_dataset_folder_is_one_line_and_nonzero(tmp_path):
@@ -37,7 +39,9 @@ def test_missing_dataset_folder_is_one_line_and_nonzero(tmp_path):
 
 
 def test_unknown_stage_in_recipe_and_flag(tmp_path, imagefolder):
-    res = _build(tmp_path, {"name": "r", "data": {"root": str(imagefolder)}, "stages": ["finetune", "distill"]})
+    res = _build(
+        tmp_path, {"name": "r", "data": {"root": str(imagefolder)}, "stages": ["finetune", "distill"]}
+    )
     assert res.exit_code == 2 and "stages.1: 'distill' is not one of" in res.output
     res = _build(tmp_path, {"name": "r", "data": {"root": str(imagefolder)}}, "--only", "distill")
     assert res.exit_code == 2 and "--only distill: not a stage" in res.output

@@ -28,15 +28,26 @@ def run(tmp_path_factory):
 def test_every_stage_writes_a_manifest_and_the_run_a_report(run):
     run_dir = run["out"] / "tiny"
     assert [n for n, s in run["status"].items() if not s["cached"]] == [
-        "split", "finetune", "qat", "export", "ptq", "bench"]
+        "split",
+        "finetune",
+        "qat",
+        "export",
+        "ptq",
+        "bench",
+    ]
     for stage in ("split", "finetune", "qat", "export", "ptq", "bench"):
         m = json.loads((run_dir / stage / "manifest.json").read_text())
         assert m["stage"] == stage and m["versions"]["torch"] and m["wall_time_s"] >= 0
     report = json.loads((run_dir / "report.json").read_text())
     assert (run_dir / "report.md").read_text().startswith("# edgepipe report: tiny")
     rows = {(r["model"], r["runtime_label"]): r for r in report["rows"]}
-    assert set(rows) >= {("fp32", "onnxruntime"), ("int8-qat", "onnxruntime"), ("int8-ptq", "onnxruntime"),
-                         ("fp32", "openvino-f32"), ("int8-qat", "openvino-f32")}
+    assert set(rows) >= {
+        ("fp32", "onnxruntime"),
+        ("int8-qat", "onnxruntime"),
+        ("int8-ptq", "onnxruntime"),
+        ("fp32", "openvino-f32"),
+        ("int8-qat", "openvino-f32"),
+    }
     gmacs = {r["gmacs"] for r in report["rows"]}
     assert len(gmacs) == 1 and gmacs.pop() > 0, "FP32 and INT8 twins must count the same MACs"
     assert rows[("int8-qat", "onnxruntime")]["int8_mac_share"] > 0.9

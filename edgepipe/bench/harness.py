@@ -24,13 +24,29 @@ def accuracy(rt, x: np.ndarray, y: np.ndarray, batch: int = 64) -> dict[str, Any
     logits = np.concatenate([rt.predict(x[i : i + batch]) for i in range(0, len(x), batch)])
     pred = logits.argmax(1)
     top5 = np.argsort(-logits, axis=1)[:, : min(5, logits.shape[1])]
-    return {"top1": 100.0 * float((pred == y).mean()), "top5": 100.0 * float((top5 == y[:, None]).any(1).mean()),
-            "images": int(len(y)), "preds": pred}
+    return {
+        "top1": 100.0 * float((pred == y).mean()),
+        "top5": 100.0 * float((top5 == y[:, None]).any(1).mean()),
+        "images": int(len(y)),
+        "preds": pred,
+    }
 
 
-def bench_row(label: str, onnx_path: Path, runtime: str, rt, *, x: np.ndarray | None, y: np.ndarray | None,
-              input_size: list[int], batch_size: int, warmup: int, min_iters: int, min_seconds: float,
-              model_path: Path | None = None) -> dict[str, Any]:
+def bench_row(
+    label: str,
+    onnx_path: Path,
+    runtime: str,
+    rt,
+    *,
+    x: np.ndarray | None,
+    y: np.ndarray | None,
+    input_size: list[int],
+    batch_size: int,
+    warmup: int,
+    min_iters: int,
+    min_seconds: float,
+    model_path: Path | None = None,
+) -> dict[str, Any]:
     """One row of a report: the same keys whatever the runtime, so rows compare side by side."""
     compute = count_macs(onnx_path, batch=1)
     sample = np.random.default_rng(0).standard_normal((batch_size, *input_size), dtype=np.float32)

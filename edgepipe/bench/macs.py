@@ -59,9 +59,19 @@ _DOMAINS = {"", "ai.onnx", "com.microsoft"}
 _MOVES = {"Identity", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten"}  # data movement only
 _INT8 = {TensorProto.INT8, TensorProto.UINT8}
 # Output zero-point input of com.microsoft QLinear ops: it fixes their output dtype.
-_Y_ZP = {"QLinearAdd": 7, "QLinearMul": 7, "QLinearConv": 7, "QLinearMatMul": 7, "QGemm": 8,
-         "QLinearGlobalAveragePool": 4, "QLinearAveragePool": 4, "QLinearLeakyRelu": 4,
-         "QLinearSigmoid": 4, "QLinearSoftmax": 4, "QLinearConcat": 1}
+_Y_ZP = {
+    "QLinearAdd": 7,
+    "QLinearMul": 7,
+    "QLinearConv": 7,
+    "QLinearMatMul": 7,
+    "QGemm": 8,
+    "QLinearGlobalAveragePool": 4,
+    "QLinearAveragePool": 4,
+    "QLinearLeakyRelu": 4,
+    "QLinearSigmoid": 4,
+    "QLinearSoftmax": 4,
+    "QLinearConcat": 1,
+}
 _MAX_ROUNDS = 16
 _KEEP_VALUES_UP_TO = 1024  # elements; bigger initializers are weights, not shape tensors
 
@@ -105,8 +115,9 @@ def count_macs(model: str | Path | onnx.ModelProto, batch: int = 1) -> dict[str,
             )
         by_op[node.op_type] += macs
         ins = list(node.input)
-        if spec.integer or (_from_int8_dq(ins[spec.x], producers, types)
-                            and _from_int8_dq(ins[spec.w], producers, types)):
+        if spec.integer or (
+            _from_int8_dq(ins[spec.x], producers, types) and _from_int8_dq(ins[spec.w], producers, types)
+        ):
             int8_macs += macs
         inputs = [ins[i] for i in (spec.x, spec.w, *spec.bias) if i < len(ins) and ins[i]]
         if spec.integer and not spec.bias:
@@ -287,8 +298,12 @@ def _weight_source(name: str, producers: dict[str, onnx.NodeProto], sizes: dict[
     return name
 
 
-def _trailing_bias(node: onnx.NodeProto, consumers: dict[str, list[onnx.NodeProto]],
-                   producers: dict[str, onnx.NodeProto], sizes: dict[str, int]) -> list[str]:
+def _trailing_bias(
+    node: onnx.NodeProto,
+    consumers: dict[str, list[onnx.NodeProto]],
+    producers: dict[str, onnx.NodeProto],
+    sizes: dict[str, int],
+) -> list[str]:
     """The bias of a ConvInteger/MatMulInteger: ORT's dynamic quantizer moves it to an Add after Cast/Mul."""
     name = node.output[0]
     for _ in range(4):
@@ -400,8 +415,10 @@ def _conv_out(x: Shape, w: Shape | None, a: dict[str, Any], channels: int | None
     strides, dil = a.get("strides") or [1] * nsp, a.get("dilations") or [1] * nsp
     pads = a.get("pads") or [0] * (2 * nsp)
     auto, ceil = a.get("auto_pad", "NOTSET"), bool(a.get("ceil_mode"))
-    spatial = [_window(x[2 + i], kernel[i], strides[i], dil[i], pads[i] + pads[i + nsp], auto, ceil)
-               for i in range(nsp)]
+    spatial = [
+        _window(x[2 + i], kernel[i], strides[i], dil[i], pads[i] + pads[i + nsp], auto, ceil)
+        for i in range(nsp)
+    ]
     c = channels if w is None else w[0]
     return [x[0], *spatial, c] if last else [x[0], c, *spatial]
 

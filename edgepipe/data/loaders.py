@@ -24,8 +24,13 @@ class SplitData:
         return SplitDataset(self.source, self.split[part], tf)
 
     def loader(self, part: str, train: bool = False, batch_size: int | None = None):
-        return make_loader(self.dataset(part, train), batch_size or self.cfg.batch_size, shuffle=train,
-                           num_workers=self.cfg.num_workers, seed=self.seed)
+        return make_loader(
+            self.dataset(part, train),
+            batch_size or self.cfg.batch_size,
+            shuffle=train,
+            num_workers=self.cfg.num_workers,
+            seed=self.seed,
+        )
 
     def arrays(self, part: str, limit: int | None = None):
         """The eval-preprocessed images of a part as one float32 NCHW array (+ labels): for runtimes."""

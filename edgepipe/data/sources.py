@@ -84,11 +84,15 @@ class FashionMNIST(Source):
         self.dirs += [self.cache_dir / "FashionMNIST" / "raw"]
 
     def _files(self) -> dict[str, tuple[Path, Path]]:
-        found = {k: (_find_idx(self.dirs, i), _find_idx(self.dirs, lab)) for k, (i, lab) in _FMNIST_FILES.items()}
+        found = {
+            k: (_find_idx(self.dirs, i), _find_idx(self.dirs, lab)) for k, (i, lab) in _FMNIST_FILES.items()
+        }
         if all(p for pair in found.values() for p in pair):
             return found  # type: ignore[return-value]
         self._download()
-        found = {k: (_find_idx(self.dirs, i), _find_idx(self.dirs, lab)) for k, (i, lab) in _FMNIST_FILES.items()}
+        found = {
+            k: (_find_idx(self.dirs, i), _find_idx(self.dirs, lab)) for k, (i, lab) in _FMNIST_FILES.items()
+        }
         return found  # type: ignore[return-value]
 
     def _download(self) -> None:

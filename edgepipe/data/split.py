@@ -30,7 +30,9 @@ def _take(samples: list[tuple[str, int]], fractions: list[float], rng: random.Ra
     return parts
 
 
-def _limit(samples: list[tuple[str, int]], per_class: int | None, rng: random.Random) -> list[tuple[str, int]]:
+def _limit(
+    samples: list[tuple[str, int]], per_class: int | None, rng: random.Random
+) -> list[tuple[str, int]]:
     if per_class is None:
         return samples
     out = []

@@ -27,13 +27,15 @@ def eval_transform(pre: dict[str, Any]):
     import torch
     from torchvision.transforms import v2
 
-    return v2.Compose([
-        v2.PILToTensor(),
-        v2.Resize(pre["resize"], antialias=True),
-        v2.CenterCrop(pre["crop"]),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(pre["mean"], pre["std"]),
-    ])
+    return v2.Compose(
+        [
+            v2.PILToTensor(),
+            v2.Resize(pre["resize"], antialias=True),
+            v2.CenterCrop(pre["crop"]),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(pre["mean"], pre["std"]),
+        ]
+    )
 
 
 def train_transform(pre: dict[str, Any], aug: AugmentConfig):

@@ -34,7 +34,9 @@ def imagenet_state_dict(spec: ModelSpec) -> dict:
     import torchvision.models as tvm
 
     if spec.weights is None:
-        raise ModelError(f"model.arch '{spec.name}' has no ImageNet weights; fix: set model.pretrained: none or PATH")
+        raise ModelError(
+            f"model.arch '{spec.name}' has no ImageNet weights; fix: set model.pretrained: none or PATH"
+        )
     enum_name, member = spec.weights.split(".")
     weights = getattr(getattr(tvm, enum_name), member)
     filename = weights.url.rsplit("/", 1)[-1]
@@ -56,18 +58,24 @@ def _load_pretrained(model: Any, spec: ModelSpec, cfg: ModelConfig, num_classes:
         return "none"
     if cfg.pretrained == "imagenet":
         if cfg.width_mult != 1.0:
-            raise ModelError("model.pretrained: imagenet needs model.width_mult: 1.0; fix: set width_mult to 1.0")
+            raise ModelError(
+                "model.pretrained: imagenet needs model.width_mult: 1.0; fix: set width_mult to 1.0"
+            )
         state = imagenet_state_dict(spec)
         source = spec.weights or "imagenet"
     else:
         path = Path(cfg.pretrained).expanduser()
         if not path.is_file():
-            raise ModelError(f"model.pretrained: file not found: {path}; fix: give a state-dict path, imagenet or none")
+            raise ModelError(
+                f"model.pretrained: file not found: {path}; fix: give a state-dict path, imagenet or none"
+            )
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - corrupt or foreign file
-            raise ModelError(f"model.pretrained: cannot read {path} ({type(exc).__name__}); fix: save it with "
-                             "torch.save(model.state_dict(), path)") from None
+            raise ModelError(
+                f"model.pretrained: cannot read {path} ({type(exc).__name__}); fix: save it with "
+                "torch.save(model.state_dict(), path)"
+            ) from None
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         source = str(path)
     own = model.state_dict()
@@ -81,7 +89,13 @@ def _load_pretrained(model: Any, spec: ModelSpec, cfg: ModelConfig, num_classes:
             "fix: give weights saved from the same architecture"
         )
     model.load_state_dict(usable, strict=False)
-    log.info("loaded %d/%d tensors from %s (%d left at init: new head)", len(usable), len(own), source, len(missing))
+    log.info(
+        "loaded %d/%d tensors from %s (%d left at init: new head)",
+        len(usable),
+        len(own),
+        source,
+        len(missing),
+    )
     del num_classes
     return source
 

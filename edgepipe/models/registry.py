@@ -51,8 +51,9 @@ def _mnv3(variant: str, quantizable: bool) -> Builder:
             from torchvision.models import quantization as q
 
             fn = getattr(q, f"mobilenet_v3_{variant}")
-            return fn(weights=None, quantize=False, num_classes=num_classes, width_mult=width_mult,
-                      dropout=dropout)
+            return fn(
+                weights=None, quantize=False, num_classes=num_classes, width_mult=width_mult, dropout=dropout
+            )
         from torchvision import models
 
         fn = getattr(models, f"mobilenet_v3_{variant}")
@@ -65,19 +66,23 @@ def _classifier_last(model: Any) -> tuple[Any, str]:
     return model.classifier, str(len(model.classifier) - 1)
 
 
-register(ModelSpec(
-    name="mobilenet_v3_large",
-    build=_mnv3("large", quantizable=False),
-    build_quantizable=_mnv3("large", quantizable=True),
-    weights="MobileNet_V3_Large_Weights.IMAGENET1K_V1",
-    head=_classifier_last,
-    supports_width=True,
-))
-register(ModelSpec(
-    name="mobilenet_v3_small",
-    build=_mnv3("small", quantizable=False),
-    build_quantizable=_mnv3("small", quantizable=True),
-    weights="MobileNet_V3_Small_Weights.IMAGENET1K_V1",
-    head=_classifier_last,
-    supports_width=True,
-))
+register(
+    ModelSpec(
+        name="mobilenet_v3_large",
+        build=_mnv3("large", quantizable=False),
+        build_quantizable=_mnv3("large", quantizable=True),
+        weights="MobileNet_V3_Large_Weights.IMAGENET1K_V1",
+        head=_classifier_last,
+        supports_width=True,
+    )
+)
+register(
+    ModelSpec(
+        name="mobilenet_v3_small",
+        build=_mnv3("small", quantizable=False),
+        build_quantizable=_mnv3("small", quantizable=True),
+        weights="MobileNet_V3_Small_Weights.IMAGENET1K_V1",
+        head=_classifier_last,
+        supports_width=True,
+    )
+)

@@ -22,8 +22,14 @@ def _torchscript_export(model, sample, path: Path, opset: int) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (sample,), str(path), dynamo=False, opset_version=opset, input_names=[INPUT],
-            output_names=[OUTPUT], dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+            model,
+            (sample,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
             do_constant_folding=True,
         )
 
@@ -48,8 +54,9 @@ def read_metadata(path: Path) -> dict[str, Any]:
     return out
 
 
-def export_onnx(model, path: Path, input_size: list[int], meta: dict[str, Any], opset: int,
-                qdq: bool = False) -> Path:
+def export_onnx(
+    model, path: Path, input_size: list[int], meta: dict[str, Any], opset: int, qdq: bool = False
+) -> Path:
     """Export, clean up the QDQ graph when ``qdq``, stamp metadata, check, and write atomically."""
     import onnx
     import torch

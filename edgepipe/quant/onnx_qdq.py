@@ -9,7 +9,8 @@ eager int8) have no Q/DQ after them. This pass, written with the onnx library be
 1. replaces Q(constant weight) by an int8 initializer (the exact integers the QAT model trained with);
 2. re-quantizes the output of pooling/flatten ops with their input's scale and zero-point;
 3. quantizes each Conv/Gemm float bias to int32 with scale = input_scale * weight_scale, behind a DQ;
-4. removes Identity nodes, and makes scales/zero-points scalar initializers.
+4. rewrites HardSwish/HardSigmoid (no int8 kernel in ONNX Runtime) as integer Add/Mul (see below);
+5. removes Identity nodes, and makes scales/zero-points scalar initializers.
 """
 
 from __future__ import annotations
@@ -99,7 +100,9 @@ def _fold_weight_quantize(gr: _Graph) -> None:
         if scale.ndim == 1 and scale.size > 1:
             shape[axis] = -1
         info = np.iinfo(zp.dtype)
-        q = np.clip(np.round(x / scale.reshape(shape)) + zp.astype(np.int64).reshape(shape), info.min, info.max)
+        q = np.clip(
+            np.round(x / scale.reshape(shape)) + zp.astype(np.int64).reshape(shape), info.min, info.max
+        )
         name = gr.add_init(f"{n.input[0]}_quantized", q.astype(zp.dtype))
         gr.rename_input(n.output[0], name)
     del gr.g.node[:]
@@ -121,7 +124,9 @@ def _quantize_bias(gr: _Graph) -> None:
         (sx, _, _), (sw, _, _) = _qparams(gr, x_dq), _qparams(gr, w_dq)
         if n.op_type == "Gemm" and not any(a.name == "transB" and a.i == 1 for a in n.attribute):
             continue  # weights as [in, out]: per-output-channel scales sit on axis 1; not produced by us
-        sb = (np.asarray(sx, np.float32).reshape(()) * np.asarray(sw, np.float32).reshape(-1)).astype(np.float32)
+        sb = (np.asarray(sx, np.float32).reshape(()) * np.asarray(sw, np.float32).reshape(-1)).astype(
+            np.float32
+        )
         sb = np.broadcast_to(sb, bias.shape).copy() if sb.size == 1 else sb
         q = np.clip(np.round(bias / sb), -(2**31), 2**31 - 1).astype(np.int32)
         # Named after the consuming node: exporters share identical float constants between layers.
@@ -130,8 +135,11 @@ def _quantize_bias(gr: _Graph) -> None:
         sname = gr.add_init(f"{base}_scale", sb)
         zname = gr.add_init(f"{base}_zero_point", np.zeros_like(q))
         out = f"{base}_dequantized"
-        new_nodes[idx].append(helper.make_node("DequantizeLinear", [qname, sname, zname], [out], axis=0,
-                                               name=f"{n.name or out}_bias_dq"))
+        new_nodes[idx].append(
+            helper.make_node(
+                "DequantizeLinear", [qname, sname, zname], [out], axis=0, name=f"{n.name or out}_bias_dq"
+            )
+        )
         n.input[2] = out
     _insert_before(gr, new_nodes)
 
@@ -197,8 +205,10 @@ def _drop_unused(gr: _Graph) -> None:
         changed = False
         keep = []
         for n in gr.g.node:
-            if n.op_type == "Constant" and not any(gr.consumers.get(o) for o in n.output) and not (
-                set(n.output) & outputs
+            if (
+                n.op_type == "Constant"
+                and not any(gr.consumers.get(o) for o in n.output)
+                and not (set(n.output) & outputs)
             ):
                 changed = True
                 continue
@@ -213,13 +223,88 @@ def _drop_unused(gr: _Graph) -> None:
     gr.inits = {i.name: i for i in gr.g.initializer}
 
 
-def clean_qdq(model: onnx.ModelProto) -> onnx.ModelProto:
+def _q_after(gr: _Graph, node: onnx.NodeProto) -> onnx.NodeProto | None:
+    users = gr.consumers.get(node.output[0], [])
+    return users[0] if len(users) == 1 and users[0].op_type == "QuantizeLinear" else None
+
+
+def _hard_activations_to_integer(gr: _Graph) -> int:
+    """DQ -> HardSwish|HardSigmoid -> Q, which ONNX Runtime runs in float (no int8 kernel), rewritten with
+    ops it does run in int8:
+
+        hardsigmoid(x) = clip((x + 3) / 6, 0, 1):  QLinearAdd(x, 3) quantized with scale 6/255, zero-point 0
+                         (saturation does the clip), read back with scale 1/255 (so 255 means exactly 1.0);
+        hardswish(x)   = x * hardsigmoid(x):       QLinearMul into the original output scale.
+
+    For the squeeze-excite HardSigmoid, whose output has torch's fixed 1/256 scale, the add is quantized with
+    6/256 and read back with 1/256: the same integers as the QAT model. For HardSwish the gate is rounded to
+    1/255 inside (-3, 3) only, an error below |x|/510; export measures the agreement that results.
+    """
+    replaced = 0
+    new_nodes: dict[int, list[onnx.NodeProto]] = defaultdict(list)
+    drop: set[int] = set()
+    for idx, n in enumerate(gr.g.node):
+        if n.op_type not in ("HardSwish", "HardSigmoid"):
+            continue
+        src, q = gr.producer.get(n.input[0]), _q_after(gr, n)
+        if src is None or src.op_type != "DequantizeLinear" or q is None:
+            continue
+        attrs = {a.name: a.f for a in n.attribute}
+        if n.op_type == "HardSigmoid" and not (
+            abs(attrs.get("alpha", 0.2) - 1 / 6) < 1e-6 and abs(attrs.get("beta", 0.5) - 0.5) < 1e-6
+        ):
+            continue
+        q_scale, q_zp, _ = _qparams(gr, q)
+        levels = (
+            256.0
+            if (n.op_type == "HardSigmoid" and abs(float(q_scale) - 1 / 256) < 1e-9 and int(q_zp) == 0)
+            else 255.0
+        )
+        base = n.name or n.output[0]
+        three_q = gr.add_init(f"{base}_three_q", np.array(255, np.uint8))
+        three_s = gr.add_init(f"{base}_three_scale", np.array(3.0 / 255, np.float32))
+        zero = gr.add_init(f"{base}_zero_point_u8", np.array(0, np.uint8))
+        add_s = gr.add_init(f"{base}_gate_add_scale", np.array(6.0 / levels, np.float32))
+        gate_s = gr.add_init(f"{base}_gate_scale", np.array(1.0 / levels, np.float32))
+        t = f"{base}_gate"
+        nodes = [
+            helper.make_node(
+                "DequantizeLinear", [three_q, three_s, zero], [f"{t}_three"], name=f"{t}_three_dq"
+            ),
+            helper.make_node("Add", [n.input[0], f"{t}_three"], [f"{t}_plus3"], name=f"{t}_add"),
+            helper.make_node("QuantizeLinear", [f"{t}_plus3", add_s, zero], [f"{t}_q"], name=f"{t}_q"),
+            helper.make_node(
+                "DequantizeLinear",
+                [f"{t}_q", gate_s, zero],
+                [n.output[0] if n.op_type == "HardSigmoid" else f"{t}_dq"],
+                name=f"{t}_dq",
+            ),
+        ]
+        if n.op_type == "HardSwish":
+            nodes.append(helper.make_node("Mul", [n.input[0], f"{t}_dq"], [n.output[0]], name=f"{t}_mul"))
+        new_nodes[idx] = nodes
+        drop.add(idx)
+        replaced += 1
+    nodes = []
+    for idx, n in enumerate(gr.g.node):
+        nodes += new_nodes.get(idx, [])
+        if idx not in drop:
+            nodes.append(n)
+    del gr.g.node[:]
+    gr.g.node.extend(nodes)
+    gr._index()
+    return replaced
+
+
+def clean_qdq(model: onnx.ModelProto, integer_activations: bool = True) -> onnx.ModelProto:
     """Apply the passes above in order; returns the same (mutated) model, checked."""
     gr = _Graph(model)
     _remove_identities(gr)
     _fold_weight_quantize(gr)
     _propagate_through_pools(gr)  # first: a conv after a pool needs its input DQ to get an int32 bias
     _quantize_bias(gr)
+    if integer_activations:
+        _hard_activations_to_integer(gr)
     _scalar_qparams(gr)
     onnx.checker.check_model(model)
     return model

@@ -29,12 +29,21 @@ def qat_qconfig():
 
     tq = _tq()
     act = tq.FakeQuantize.with_args(
-        observer=tq.MovingAverageMinMaxObserver, quant_min=ACT_QMIN, quant_max=ACT_QMAX,
-        dtype=torch.quint8, qscheme=torch.per_tensor_affine, reduce_range=False,
+        observer=tq.MovingAverageMinMaxObserver,
+        quant_min=ACT_QMIN,
+        quant_max=ACT_QMAX,
+        dtype=torch.quint8,
+        qscheme=torch.per_tensor_affine,
+        reduce_range=False,
     )
     weight = tq.FakeQuantize.with_args(
-        observer=tq.MovingAveragePerChannelMinMaxObserver, quant_min=W_QMIN, quant_max=W_QMAX,
-        dtype=torch.qint8, qscheme=torch.per_channel_symmetric, reduce_range=False, ch_axis=0,
+        observer=tq.MovingAveragePerChannelMinMaxObserver,
+        quant_min=W_QMIN,
+        quant_max=W_QMAX,
+        dtype=torch.qint8,
+        qscheme=torch.per_channel_symmetric,
+        reduce_range=False,
+        ch_axis=0,
     )
     return tq.QConfig(activation=act, weight=weight)
 

@@ -31,7 +31,12 @@ class QDQ(nn.Module):
 
     def __init__(self, scale: float, zero_point: int, qmin: int, qmax: int):
         super().__init__()
-        self.scale, self.zero_point, self.qmin, self.qmax = float(scale), int(zero_point), int(qmin), int(qmax)
+        self.scale, self.zero_point, self.qmin, self.qmax = (
+            float(scale),
+            int(zero_point),
+            int(qmin),
+            int(qmax),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.fake_quantize_per_tensor_affine(x, self.scale, self.zero_point, self.qmin, self.qmax)
@@ -61,7 +66,12 @@ class _QDQWeight(nn.Module):
 class QDQConv2d(_QDQWeight):
     def __init__(self, conv: nn.Conv2d, weight, bias, fq, relu: bool, out: QDQ | None):
         super().__init__(weight, bias, fq)
-        self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
+        self.stride, self.padding, self.dilation, self.groups = (
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+        )
         self.relu, self.out = relu, out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

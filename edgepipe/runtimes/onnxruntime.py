@@ -25,8 +25,9 @@ OPTIMIZATION_LEVELS = {
 }
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 # Ops that only move or reshape data: they run in whatever dtype flows through, so they are neither side.
-LAYOUT_OPS = frozenset({"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "ReorderInput",
-                        "ReorderOutput"})
+LAYOUT_OPS = frozenset(
+    {"Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "ReorderInput", "ReorderOutput"}
+)
 CONVERT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 
@@ -42,16 +43,25 @@ def op_kind(op_type: str) -> str:
     """Classify an ORT op type as 'int8', 'convert', 'layout' or 'float' by name."""
     if op_type in CONVERT_OPS:
         return "convert"
-    if (op_type.startswith("QLinear") or "Integer" in op_type or op_type.startswith("DynamicQuantize")
-            or op_type in {"QGemm", "QAttention", "QEmbedLayerNormalization"}):
+    if (
+        op_type.startswith("QLinear")
+        or "Integer" in op_type
+        or op_type.startswith("DynamicQuantize")
+        or op_type in {"QGemm", "QAttention", "QEmbedLayerNormalization"}
+    ):
         return "int8"
     if op_type in LAYOUT_OPS:
         return "layout"
     return "float"
 
 
-def make_session(model_path, threads: int = 2, providers: list[str] | None = None, optimization: str = "all",
-                 **session_attrs: Any):
+def make_session(
+    model_path,
+    threads: int = 2,
+    providers: list[str] | None = None,
+    optimization: str = "all",
+    **session_attrs: Any,
+):
     """Build an InferenceSession with pinned threading so every measurement is reproducible."""
     ort = _ort()
     path = Path(model_path)
@@ -92,8 +102,14 @@ class OrtRuntime(Runtime):
 
     name = "onnxruntime"
 
-    def __init__(self, model_path, threads: int = 2, providers: list[str] | None = None,
-                 optimization: str = "all", profile: bool = False):
+    def __init__(
+        self,
+        model_path,
+        threads: int = 2,
+        providers: list[str] | None = None,
+        optimization: str = "all",
+        profile: bool = False,
+    ):
         self.model_path = Path(model_path)
         extra = {"enable_profiling": True} if profile else {}
         self.session = make_session(model_path, threads, providers, optimization, **extra)
@@ -101,9 +117,14 @@ class OrtRuntime(Runtime):
         self.input_name = meta.name
         self.input_shape = normalize_shape(meta.shape)
         self.input_dtype = _ORT_TYPES.get(meta.type, np.float32)
-        self.options = {"threads": int(threads), "inter_op_threads": 1, "execution_mode": "sequential",
-                        "providers": self.session.get_providers(), "optimization": optimization,
-                        "profile": profile}
+        self.options = {
+            "threads": int(threads),
+            "inter_op_threads": 1,
+            "execution_mode": "sequential",
+            "providers": self.session.get_providers(),
+            "optimization": optimization,
+            "profile": profile,
+        }
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         what = f"ONNX model {self.model_path.name}"
@@ -120,8 +141,10 @@ class OrtRuntime(Runtime):
 
 def _node_times(events: list[dict]) -> dict[str, float]:
     """Sum kernel time (µs) per op type, ignoring the first model_run (warm-up: allocations, prepacking)."""
-    runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
-                  key=lambda e: e["ts"])
+    runs = sorted(
+        (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+        key=lambda e: e["ts"],
+    )
     warm_end = runs[0]["ts"] + runs[0]["dur"] if len(runs) > 1 else -1
     times: dict[str, float] = defaultdict(float)
     for e in events:
@@ -149,8 +172,9 @@ def ort_op_account(model_path, threads: int, sample: np.ndarray, runs: int = 20)
         graph = onnx.load(str(opt_path), load_external_data=False).graph
         counts = Counter(n.op_type for n in graph.node)
 
-        prof = make_session(model_path, threads, enable_profiling=True,
-                            profile_file_prefix=str(Path(tmp) / "profile"))
+        prof = make_session(
+            model_path, threads, enable_profiling=True, profile_file_prefix=str(Path(tmp) / "profile")
+        )
         meta = prof.get_inputs()[0]
         feed = {meta.name: check_batch(sample, normalize_shape(meta.shape), what="op account sample")}
         for _ in range(int(runs) + 1):  # +1: the warm-up run, dropped in _node_times
@@ -165,8 +189,10 @@ def ort_op_account(model_path, threads: int, sample: np.ndarray, runs: int = 20)
     total = sum(times.values()) or 1.0
     kinds = {op: op_kind(op) for op in set(counts) | set(times)}
     share = {op: t / total for op, t in times.items()}
-    by_kind = {k: sum(t for op, t in times.items() if kinds[op] == k) / total
-               for k in ("int8", "convert", "layout", "float")}
+    by_kind = {
+        k: sum(t for op, t in times.items() if kinds[op] == k) / total
+        for k in ("int8", "convert", "layout", "float")
+    }
     result = {
         "optimized_op_counts": dict(sorted(counts.items())),
         "int8_ops": sorted(op for op in counts if kinds[op] == "int8"),
@@ -180,6 +206,10 @@ def ort_op_account(model_path, threads: int, sample: np.ndarray, runs: int = 20)
         "runs": int(runs),
         "threads": int(threads),
     }
-    log.info("ORT op account for %s: int8 ops %s, int8 time share %.2f", model_path, result["int8_ops"],
-             result["int8_time_share"])
+    log.info(
+        "ORT op account for %s: int8 ops %s, int8 time share %.2f",
+        model_path,
+        result["int8_ops"],
+        result["int8_time_share"],
+    )
     return result

@@ -95,9 +95,13 @@ def _type_name(value: Any) -> str:
 def read_back(compiled) -> dict[str, Any]:
     """The settings the compiled model actually uses; these, not the requested ones, go in reports."""
     out: dict[str, Any] = {}
-    for key, prop in (("precision", "INFERENCE_PRECISION_HINT"), ("threads", "INFERENCE_NUM_THREADS"),
-                      ("hint", "PERFORMANCE_HINT"), ("num_streams", "NUM_STREAMS"),
-                      ("execution_devices", "EXECUTION_DEVICES")):
+    for key, prop in (
+        ("precision", "INFERENCE_PRECISION_HINT"),
+        ("threads", "INFERENCE_NUM_THREADS"),
+        ("hint", "PERFORMANCE_HINT"),
+        ("num_streams", "NUM_STREAMS"),
+        ("execution_devices", "EXECUTION_DEVICES"),
+    ):
         try:
             value = compiled.get_property(prop)
         except RuntimeError:  # not every device supports every property
@@ -127,8 +131,9 @@ class OpenVinoRuntime(Runtime):
 
     name = "openvino"
 
-    def __init__(self, model_path, device: str = "CPU", threads: int = 2, precision: str = "f32",
-                 hint: str = "LATENCY"):
+    def __init__(
+        self, model_path, device: str = "CPU", threads: int = 2, precision: str = "f32", hint: str = "LATENCY"
+    ):
         ov = _ov()
         self.model_path = Path(model_path)
         self.device = device
@@ -150,11 +155,20 @@ class OpenVinoRuntime(Runtime):
         else:
             compiled = self._get(first)[0]
         self.effective = read_back(compiled)
-        self.options = {"device": device, "threads": int(threads), "precision": precision, "hint": hint,
-                        "config": dict(self.config), "effective": self.effective}
+        self.options = {
+            "device": device,
+            "threads": int(threads),
+            "precision": precision,
+            "hint": hint,
+            "config": dict(self.config),
+            "effective": self.effective,
+        }
         if precision != "default" and self.effective.get("precision") not in (None, precision):
-            log.warning("OpenVINO asked for %s but compiled model reports %s", precision,
-                        self.effective.get("precision"))
+            log.warning(
+                "OpenVINO asked for %s but compiled model reports %s",
+                precision,
+                self.effective.get("precision"),
+            )
         log.info("OpenVINO %s on %s: %s", self.model_path.name, device, self.effective)
 
     def _get(self, shape: tuple[int, ...]):
@@ -172,16 +186,20 @@ class OpenVinoRuntime(Runtime):
         return np.array(request.get_output_tensor(0).data, copy=True)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "model": str(self.model_path),
-                "compiled_shapes": [list(s) for s in self._compiled]}
+        return {
+            **super().describe(),
+            "model": str(self.model_path),
+            "compiled_shapes": [list(s) for s in self._compiled],
+        }
 
 
 def _is_int8_exec(exec_type: str) -> bool:
     return bool(_INT8_EXEC.search(exec_type))
 
 
-def ov_op_account(model_path, precision: str, threads: int, sample: np.ndarray, runs: int = 20,
-                  device: str = "CPU") -> dict[str, Any]:
+def ov_op_account(
+    model_path, precision: str, threads: int, sample: np.ndarray, runs: int = 20, device: str = "CPU"
+) -> dict[str, Any]:
     """What precision each op of the compiled (fused) model runs in, and where the time goes.
 
     OpenVINO decides INT8 per fused node; the source graph's Q/DQ ops say nothing about which kernels
@@ -205,13 +223,21 @@ def ov_op_account(model_path, precision: str, threads: int, sample: np.ndarray, 
         info = {k: rt[k].astype(str) for k in ("layerType", "runtimePrecision", "primitiveType") if k in rt}
         if info.get("layerType") in _NON_COMPUTE:
             continue
-        ops.append({"name": op.get_friendly_name(), "type": info.get("layerType", op.get_type_name()),
-                    "precision": info.get("runtimePrecision", "?"),
-                    "exec_type": info.get("primitiveType", "?")})
+        ops.append(
+            {
+                "name": op.get_friendly_name(),
+                "type": info.get("layerType", op.get_type_name()),
+                "precision": info.get("runtimePrecision", "?"),
+                "exec_type": info.get("primitiveType", "?"),
+            }
+        )
     precision_counts = Counter(o["precision"] for o in ops)
     # Compute layers whose kernel runs on i8/u8 data; converts and pure data movement excluded.
-    int8_compute = [o["name"] for o in ops if o["precision"] in ("i8", "u8")
-                    and o["type"] not in _CONVERT_LAYERS | _MOVE_LAYERS]
+    int8_compute = [
+        o["name"]
+        for o in ops
+        if o["precision"] in ("i8", "u8") and o["type"] not in _CONVERT_LAYERS | _MOVE_LAYERS
+    ]
 
     request = compiled.create_infer_request()
     request.infer({0: sample})  # warm-up: first run includes one-time weight repacking
@@ -226,8 +252,13 @@ def ov_op_account(model_path, precision: str, threads: int, sample: np.ndarray, 
             us = p.real_time.total_seconds() * 1e6
             by_type[p.node_type] += us
             by_exec[f"{p.node_type}:{p.exec_type}"] += us
-            kind = ("convert" if p.node_type in _CONVERT_LAYERS
-                    else "int8" if _is_int8_exec(p.exec_type) else "float")
+            kind = (
+                "convert"
+                if p.node_type in _CONVERT_LAYERS
+                else "int8"
+                if _is_int8_exec(p.exec_type)
+                else "float"
+            )
             kind_time[kind] += us
     total = sum(kind_time.values()) or 1.0
     result = {
@@ -242,8 +273,12 @@ def ov_op_account(model_path, precision: str, threads: int, sample: np.ndarray, 
         "runs": int(runs),
         "threads": int(threads),
     }
-    log.info("OpenVINO op account for %s: precisions %s, int8 time share %.2f", model_path,
-             result["precision_counts"], result["int8_time_share"])
+    log.info(
+        "OpenVINO op account for %s: precisions %s, int8 time share %.2f",
+        model_path,
+        result["precision_counts"],
+        result["int8_time_share"],
+    )
     return result
 
 

@@ -20,7 +20,11 @@ log = logging.getLogger(__name__)
 name = "bench"
 needs = ("split", "onnx_fp32", "onnx_int8")
 optional = ("ir_fp32", "ir_int8", "onnx_ptq")
-MODELS = (("fp32", "onnx_fp32", "ir_fp32"), ("int8-qat", "onnx_int8", "ir_int8"), ("int8-ptq", "onnx_ptq", None))
+MODELS = (
+    ("fp32", "onnx_fp32", "ir_fp32"),
+    ("int8-qat", "onnx_int8", "ir_int8"),
+    ("int8-ptq", "onnx_ptq", None),
+)
 
 
 def config(recipe: Recipe) -> dict[str, Any]:
@@ -57,18 +61,39 @@ def run(ctx: StageContext) -> StageResult:
         for runtime, rt_label, options in _runtimes(cfg, env):
             if runtime == "openvino" and rt_label.endswith("bf16") and label != "fp32":
                 continue
-            model_path: Path = ctx.inputs.get(ir_key, onnx_path) if runtime == "openvino" and ir_key else onnx_path
+            model_path: Path = (
+                ctx.inputs.get(ir_key, onnx_path) if runtime == "openvino" and ir_key else onnx_path
+            )
             rt = get_runtime(runtime, model_path, **options)
-            row = bench_row(label, onnx_path, runtime, rt, x=x, y=y, input_size=pre["input_size"],
-                            batch_size=cfg.batch_size, warmup=cfg.warmup, min_iters=cfg.min_iters,
-                            min_seconds=cfg.min_seconds, model_path=model_path)
+            row = bench_row(
+                label,
+                onnx_path,
+                runtime,
+                rt,
+                x=x,
+                y=y,
+                input_size=pre["input_size"],
+                batch_size=cfg.batch_size,
+                warmup=cfg.warmup,
+                min_iters=cfg.min_iters,
+                min_seconds=cfg.min_seconds,
+                model_path=model_path,
+            )
             row["runtime_label"] = rt_label
             rows.append(row)
-            log.info("bench %-8s %-14s top-1 %.2f  p50 %.3f ms", label, rt_label, row["top1"],
-                     row["latency"]["p50_ms"])
+            log.info(
+                "bench %-8s %-14s top-1 %.2f  p50 %.3f ms",
+                label,
+                rt_label,
+                row["top1"],
+                row["latency"]["p50_ms"],
+            )
     speedups(rows)
     preds = {f"{r_['model']}|{r_['runtime_label']}": r_.pop("preds").tolist() for r_ in rows}
     atomic_write_json(ctx.out_dir / "rows.json", {"environment": env, "rows": rows})
     atomic_write_json(ctx.out_dir / "predictions.json", {"labels": y.tolist(), "preds": preds})
-    return StageResult(outputs={"rows": "rows.json", "predictions": "predictions.json"},
-                       metrics={"rows": len(rows)}, extra={"rows": rows, "environment": env})
+    return StageResult(
+        outputs={"rows": "rows.json", "predictions": "predictions.json"},
+        metrics={"rows": len(rows)},
+        extra={"rows": rows, "environment": env},
+    )

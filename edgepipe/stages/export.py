@@ -29,7 +29,9 @@ def torch_logits(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
 
     model.eval()
     with torch.inference_mode():
-        return np.concatenate([model(torch.from_numpy(x[i : i + batch])).numpy() for i in range(0, len(x), batch)])
+        return np.concatenate(
+            [model(torch.from_numpy(x[i : i + batch])).numpy() for i in range(0, len(x), batch)]
+        )
 
 
 def runtime_logits(rt, x: np.ndarray, batch: int = 64) -> np.ndarray:
@@ -38,6 +40,24 @@ def runtime_logits(rt, x: np.ndarray, batch: int = 64) -> np.ndarray:
 
 def _agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float((a.argmax(1) == b.argmax(1)).mean())
+
+
+def _op_account(onnx_path, xml, pre: dict, threads: int, out) -> dict:
+    """Which ops run in INT8 and which in float, per runtime, and where the time goes (JSON beside the model).
+
+    The report carries the summary; the JSON has the per-op-type times from ORT's profiler and OpenVINO's
+    per-layer counters, so a user can see *why* a model is or is not faster."""
+    from edgepipe.runtimes.onnxruntime import ort_op_account
+
+    sample = np.zeros((1, *pre["input_size"]), np.float32)
+    full = {"onnxruntime": ort_op_account(onnx_path, threads, sample, runs=20)}
+    if xml is not None:
+        from edgepipe.runtimes.openvino import ov_op_account
+
+        full["openvino"] = ov_op_account(xml, "f32", threads, sample, runs=20)
+    atomic_write_json(out, full)
+    return {rt: {"int8_time_share": a.get("int8_time_share"), "time_share_by_kind": a.get("time_share_by_kind")}
+            for rt, a in full.items()}
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -53,8 +73,13 @@ def run(ctx: StageContext) -> StageResult:
     fp_ckpt = torch.load(ctx.input("checkpoint"), map_location="cpu", weights_only=False)
     q_ckpt = torch.load(ctx.input("qat_checkpoint"), map_location="cpu", weights_only=False)
     pre = fp_ckpt["preprocessing"]
-    base_meta = {"edgepipe_version": __version__, "arch": fp_ckpt["arch"], "classes": fp_ckpt["classes"],
-                 "preprocessing": pre, "model_cfg": fp_ckpt["model_cfg"]}
+    base_meta = {
+        "edgepipe_version": __version__,
+        "arch": fp_ckpt["arch"],
+        "classes": fp_ckpt["classes"],
+        "preprocessing": pre,
+        "model_cfg": fp_ckpt["model_cfg"],
+    }
     fp_model = rebuild(fp_ckpt).eval()
     q_model = load_qat_model(q_ckpt)
     models = {
@@ -66,10 +91,10 @@ def run(ctx: StageContext) -> StageResult:
     outputs, metrics = {}, {}
     for key, (export_model, reference, qdq) in models.items():
         path = ctx.out_dir / f"{key}.onnx"
-        meta = {**base_meta, "precision": key,
-                "quantization": q_ckpt.get("quant") if qdq else None}
+        meta = {**base_meta, "precision": key, "quantization": q_ckpt.get("quant") if qdq else None}
         export_onnx(export_model, path, pre["input_size"], meta, r.export.opset, qdq=qdq)
         outputs[f"onnx_{key}"] = path.name
+        outputs[f"ops_{key}"] = f"{key}.ops.json"
         ref = torch_logits(reference, x)
         ort = runtime_logits(get_runtime("onnxruntime", path, threads=r.bench.threads), x)
         m = {
@@ -88,12 +113,22 @@ def run(ctx: StageContext) -> StageResult:
             ov = runtime_logits(get_runtime("openvino", xml, threads=r.bench.threads, precision="f32"), x)
             m["openvino_agreement"] = _agreement(ref, ov)
             m["openvino_test_top1"] = 100.0 * float((ov.argmax(1) == y).mean())
+        m["op_account"] = _op_account(path, xml if r.export.openvino else None, pre, r.bench.threads,
+                                      ctx.out_dir / f"{key}.ops.json")
         metrics[key] = m
-        log.info("export %s: ORT agrees with torch on %.2f%% of %d test images", key,
-                 100 * m["ort_agreement"], len(y))
+        log.info(
+            "export %s: ORT agrees with torch on %.2f%% of %d test images",
+            key,
+            100 * m["ort_agreement"],
+            len(y),
+        )
     atomic_write_json(ctx.out_dir / "agreement.json", metrics)
-    low = [(k, a, v[a]) for k, v in metrics.items() for a in ("ort_agreement", "openvino_agreement")
-           if a in v and v[a] < r.export.min_agreement]
+    low = [
+        (k, a, v[a])
+        for k, v in metrics.items()
+        for a in ("ort_agreement", "openvino_agreement")
+        if a in v and v[a] < r.export.min_agreement
+    ]
     if low:
         # The stage folder is discarded on failure; keep the evidence beside it.
         evidence = atomic_write_json(ctx.run_dir / "export.failed-agreement.json", metrics)

@@ -48,14 +48,27 @@ def run(ctx: StageContext) -> StageResult:
     dev = device()
     model.to(dev)
     train_loader, val_loader = data.loader("train", train=True), data.loader("val")
-    steps = len(train_loader) if cfg.max_batches_per_epoch is None else min(len(train_loader),
-                                                                            cfg.max_batches_per_epoch)
+    steps = (
+        len(train_loader)
+        if cfg.max_batches_per_epoch is None
+        else min(len(train_loader), cfg.max_batches_per_epoch)
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = warmup_cosine(optimizer, max(1, steps * cfg.epochs), steps * cfg.warmup_epochs)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    result = fit(model, train_loader, val_loader, epochs=cfg.epochs, optimizer=optimizer, scheduler=scheduler,
-                 criterion=criterion, device=dev, patience=cfg.patience, amp=cfg.amp,
-                 max_batches=cfg.max_batches_per_epoch)
+    result = fit(
+        model,
+        train_loader,
+        val_loader,
+        epochs=cfg.epochs,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        criterion=criterion,
+        device=dev,
+        patience=cfg.patience,
+        amp=cfg.amp,
+        max_batches=cfg.max_batches_per_epoch,
+    )
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
     test = evaluate(model, data.loader("test"), dev, description="test")
@@ -74,8 +87,12 @@ def run(ctx: StageContext) -> StageResult:
         torch.save(checkpoint, tmp)
     write_history(ctx.out_dir, result.history, title=f"finetune {r.model.arch}")
     metrics = {
-        "val_top1": val["top1"], "test_top1": test["top1"], "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history), "stopped_early": result.stopped_early, "device": str(dev),
+        "val_top1": val["top1"],
+        "test_top1": test["top1"],
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "stopped_early": result.stopped_early,
+        "device": str(dev),
         "weights_source": weights_source,
     }
     log.info("finetune: val top-1 %.2f, test top-1 %.2f", val["top1"], test["top1"])

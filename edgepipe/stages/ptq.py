@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import random
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,11 +37,36 @@ class _Reader:
         return next(self.batches, None)
 
 
-def run(ctx: StageContext) -> StageResult:
+def ort_static_quantize(fp32, out, x: np.ndarray, calibration: str, meta: dict) -> None:
+    """ONNX Runtime's static quantization as its docs advise: pre-process, then QDQ per-channel, U8 x S8."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    method = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }[calibration]
+    with tempfile.TemporaryDirectory() as work, atomic_path(out) as tmp:
+        pre = Path(work) / "pre.onnx"
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)  # folds BN, infers shapes
+        quantize_static(
+            str(pre),
+            str(tmp),
+            _Reader(x, "input"),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=method,
+        )
+        proto = onnx.load(str(tmp))
+        set_metadata(proto, meta)
+        onnx.save(proto, str(tmp))
+
+
+def run(ctx: StageContext) -> StageResult:
     r, cfg = ctx.recipe, ctx.recipe.ptq
     fp32 = ctx.input("onnx_fp32")
     meta = read_metadata(fp32)
@@ -50,20 +77,24 @@ def run(ctx: StageContext) -> StageResult:
 
     ds = Subset(data.dataset("train"), idx)
     x = np.stack([ds[i][0].numpy() for i in range(len(ds))]).astype(np.float32)
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[cfg.calibration]
-    pre = ctx.out_dir / "fp32.preprocessed.onnx"
-    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)  # folds BN, infers shapes (ORT's advice)
     out = ctx.out_dir / "ptq_int8.onnx"
-    with atomic_path(out) as tmp:
-        quantize_static(str(pre), str(tmp), _Reader(x, "input"), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=method)
-        proto = onnx.load(str(tmp))
-        set_metadata(proto, {**meta, "precision": "int8-ptq",
-                             "quantization": {"tool": "onnxruntime.quantize_static", "calibration": cfg.calibration,
-                                              "images": len(idx)}})
-        onnx.save(proto, str(tmp))
-    pre.unlink()
+    ort_static_quantize(
+        fp32,
+        out,
+        x,
+        cfg.calibration,
+        {
+            **meta,
+            "precision": "int8-ptq",
+            "quantization": {
+                "tool": "onnxruntime.quantize_static",
+                "calibration": cfg.calibration,
+                "images": len(idx),
+            },
+        },
+    )
     (ctx.out_dir / "calibration_indices.json").write_text(str(idx))
-    return StageResult(outputs={"onnx_ptq": out.name, "calibration_indices": "calibration_indices.json"},
-                       metrics={"calibration": cfg.calibration, "calibration_images": len(idx)})
+    return StageResult(
+        outputs={"onnx_ptq": out.name, "calibration_indices": "calibration_indices.json"},
+        metrics={"calibration": cfg.calibration, "calibration_images": len(idx)},
+    )

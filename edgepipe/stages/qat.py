@@ -21,8 +21,11 @@ needs = ("split", "checkpoint")
 
 
 def config(recipe: Recipe) -> dict[str, Any]:
-    return {"seed": recipe.seed, "qat": recipe.qat.model_dump(),
-            "data": recipe.data.model_dump(include={"batch_size", "augment"})}
+    return {
+        "seed": recipe.seed,
+        "qat": recipe.qat.model_dump(),
+        "data": recipe.data.model_dump(include={"batch_size", "augment"}),
+    }
 
 
 def load_qat_model(checkpoint: dict):
@@ -97,14 +100,28 @@ def run(ctx: StageContext) -> StageResult:
         if epoch >= cfg.freeze_observer_epoch:
             freeze_observers(model)
 
-    steps = len(train_loader) if cfg.max_batches_per_epoch is None else min(len(train_loader),
-                                                                            cfg.max_batches_per_epoch)
+    steps = (
+        len(train_loader)
+        if cfg.max_batches_per_epoch is None
+        else min(len(train_loader), cfg.max_batches_per_epoch)
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = warmup_cosine(optimizer, max(1, steps * cfg.epochs), 0)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    result = fit(model, train_loader, val_loader, epochs=cfg.epochs, optimizer=optimizer, scheduler=scheduler,
-                 criterion=criterion, device=dev, patience=cfg.patience, max_batches=cfg.max_batches_per_epoch,
-                 on_epoch_start=on_epoch_start, eval_context=lambda: _observers_paused(model))
+    result = fit(
+        model,
+        train_loader,
+        val_loader,
+        epochs=cfg.epochs,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        criterion=criterion,
+        device=dev,
+        patience=cfg.patience,
+        max_batches=cfg.max_batches_per_epoch,
+        on_epoch_start=on_epoch_start,
+        eval_context=lambda: _observers_paused(model),
+    )
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
     freeze_observers(model)
@@ -113,16 +130,27 @@ def run(ctx: StageContext) -> StageResult:
     val = evaluate(model, val_loader, dev, description="qat val")
     test = evaluate(model, data.loader("test"), dev, description="qat test")
     checkpoint = {k: v for k, v in float_ckpt.items() if k not in ("state_dict", "epoch")}
-    checkpoint.update({
-        "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-        "epoch": result.best_epoch,
-        "quant": {"scheme": "eager-qat", "weights": "int8 per-channel symmetric",
-                  "activations": "uint8 per-tensor affine", "qat": cfg.model_dump()},
-    })
+    checkpoint.update(
+        {
+            "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+            "epoch": result.best_epoch,
+            "quant": {
+                "scheme": "eager-qat",
+                "weights": "int8 per-channel symmetric",
+                "activations": "uint8 per-tensor affine",
+                "qat": cfg.model_dump(),
+            },
+        }
+    )
     with atomic_path(ctx.out_dir / "model.pt") as tmp:
         torch.save(checkpoint, tmp)
     write_history(ctx.out_dir, result.history, title=f"QAT {checkpoint['arch']}")
-    metrics = {"val_top1": val["top1"], "test_top1": test["top1"], "best_epoch": result.best_epoch,
-               "epochs_run": len(result.history), "device": str(dev)}
+    metrics = {
+        "val_top1": val["top1"],
+        "test_top1": test["top1"],
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "device": str(dev),
+    }
     log.info("qat: fake-quant val top-1 %.2f, test top-1 %.2f", val["top1"], test["top1"])
     return StageResult(outputs={"qat_checkpoint": "model.pt"}, metrics=metrics)

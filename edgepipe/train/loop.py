@@ -48,8 +48,17 @@ def _batches(loader, max_batches: int | None):
     return islice(loader, total), total
 
 
-def train_one_epoch(model, loader, criterion, optimizer, scheduler, device, scaler=None, max_batches=None,
-                    description: str = "train") -> dict[str, float]:
+def train_one_epoch(
+    model,
+    loader,
+    criterion,
+    optimizer,
+    scheduler,
+    device,
+    scaler=None,
+    max_batches=None,
+    description: str = "train",
+) -> dict[str, float]:
     import torch
 
     model.train()
@@ -106,12 +115,25 @@ def evaluate(model, loader, device, criterion=None, description: str = "eval") -
     }
 
 
-def fit(model, train_loader, val_loader, *, epochs: int, optimizer, scheduler, criterion, device,
-        patience: int, amp: bool = False, max_batches: int | None = None,
-        on_epoch_start: Callable[[int], None] | None = None,
-        on_epoch_end: Callable[[int, dict], None] | None = None, start_epoch: int = 0,
-        result: FitResult | None = None,
-        eval_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> FitResult:
+def fit(
+    model,
+    train_loader,
+    val_loader,
+    *,
+    epochs: int,
+    optimizer,
+    scheduler,
+    criterion,
+    device,
+    patience: int,
+    amp: bool = False,
+    max_batches: int | None = None,
+    on_epoch_start: Callable[[int], None] | None = None,
+    on_epoch_end: Callable[[int, dict], None] | None = None,
+    start_epoch: int = 0,
+    result: FitResult | None = None,
+    eval_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+) -> FitResult:
     """Train with early stopping on val top-1, keeping the best weights (in memory)."""
     import torch
 
@@ -121,18 +143,40 @@ def fit(model, train_loader, val_loader, *, epochs: int, optimizer, scheduler, c
         if on_epoch_start is not None:
             on_epoch_start(epoch)
         t0 = time.perf_counter()
-        tr = train_one_epoch(model, train_loader, criterion, optimizer, scheduler, device, scaler, max_batches,
-                             description=f"epoch {epoch + 1}/{epochs} train")
+        tr = train_one_epoch(
+            model,
+            train_loader,
+            criterion,
+            optimizer,
+            scheduler,
+            device,
+            scaler,
+            max_batches,
+            description=f"epoch {epoch + 1}/{epochs} train",
+        )
         with eval_context():
             va = evaluate(model, val_loader, device, criterion, description=f"epoch {epoch + 1}/{epochs} val")
         row = {
-            "epoch": epoch + 1, "train_loss": tr["loss"], "train_top1": tr["top1"], "val_loss": va["loss"],
-            "val_top1": va["top1"], "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0,
+            "epoch": epoch + 1,
+            "train_loss": tr["loss"],
+            "train_top1": tr["top1"],
+            "val_loss": va["loss"],
+            "val_top1": va["top1"],
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - t0,
             "data_wait_s": tr["data_wait_s"],
         }
         result.history.append(row)
-        log.info("epoch %d/%d: train loss %.4f top1 %.2f | val loss %.4f top1 %.2f (%.0fs)", epoch + 1, epochs,
-                 tr["loss"], tr["top1"], va["loss"], va["top1"], row["seconds"])
+        log.info(
+            "epoch %d/%d: train loss %.4f top1 %.2f | val loss %.4f top1 %.2f (%.0fs)",
+            epoch + 1,
+            epochs,
+            tr["loss"],
+            tr["top1"],
+            va["loss"],
+            va["top1"],
+            row["seconds"],
+        )
         if va["top1"] > result.best_val_top1:
             result.best_val_top1, result.best_epoch = va["top1"], epoch + 1
             result.best_state = copy.deepcopy(model.state_dict())

@@ -42,8 +42,13 @@ class Tiny(nn.Module):
 
 def _export(model: nn.Module, path: Path, size: int) -> Path:
     torch.onnx.export(
-        model.eval(), (torch.zeros(1, 3, size, size),), str(path), dynamo=False, opset_version=17,
-        input_names=["input"], output_names=["logits"],
+        model.eval(),
+        (torch.zeros(1, 3, size, size),),
+        str(path),
+        dynamo=False,
+        opset_version=17,
+        input_names=["input"],
+        output_names=["logits"],
         dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
     )
     return path
@@ -67,8 +72,15 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths = {"fp32": _export(Tiny(), root / "fp32.onnx", 32)}
     for name, fmt in (("qdq", QuantFormat.QDQ), ("qop", QuantFormat.QOperator)):
         paths[name] = root / f"{name}.onnx"
-        quantize_static(str(paths["fp32"]), str(paths[name]), _Reader(), quant_format=fmt, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        quantize_static(
+            str(paths["fp32"]),
+            str(paths[name]),
+            _Reader(),
+            quant_format=fmt,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
     return paths
 
 
@@ -108,14 +120,20 @@ def test_accepts_model_proto_without_mutating_it(tiny: dict[str, Path]) -> None:
 
 def test_batched_matmul_and_conv_transpose_hand_built() -> None:
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["a", "b"], ["ab"]),
-         helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2])],
+        [
+            helper.make_node("MatMul", ["a", "b"], ["ab"]),
+            helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2]),
+        ],
         "g",
-        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n", 2, 4, 5]),
-         helper.make_tensor_value_info("b", TensorProto.FLOAT, ["n", 2, 5, 6]),
-         helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 7, 7])],
-        [helper.make_tensor_value_info("ab", TensorProto.FLOAT, None),
-         helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["n", 2, 4, 5]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["n", 2, 5, 6]),
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 7, 7]),
+        ],
+        [
+            helper.make_tensor_value_info("ab", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+        ],
         [helper.make_tensor("w", TensorProto.FLOAT, [4, 3, 2, 2], [0.0] * 48)],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -5,8 +5,10 @@ from edgepipe.data.split import class_counts, make_split
 def _listing(n_per_class=50, classes=4, with_test=False):
     samples = [(f"c{c}/{i}", c) for c in range(classes) for i in range(n_per_class)]
     if with_test:
-        return Listing([f"c{c}" for c in range(classes)],
-                       {"train": samples, "test": [(f"t{c}/{i}", c) for c in range(classes) for i in range(5)]})
+        return Listing(
+            [f"c{c}" for c in range(classes)],
+            {"train": samples, "test": [(f"t{c}/{i}", c) for c in range(classes) for i in range(5)]},
+        )
     return Listing([f"c{c}" for c in range(classes)], {"all": samples})
 
 

@@ -56,8 +56,11 @@ def test_offline_imagenet_error_names_the_file_to_place(monkeypatch, tmp_path):
 
 def test_quantizable_twin_loads_float_checkpoint():
     model, _ = build_model(ModelConfig(width_mult=0.25), 3)
-    ckpt = {"model_cfg": ModelConfig(width_mult=0.25).model_dump(), "num_classes": 3,
-            "state_dict": model.state_dict()}
+    ckpt = {
+        "model_cfg": ModelConfig(width_mult=0.25).model_dump(),
+        "num_classes": 3,
+        "state_dict": model.state_dict(),
+    }
     twin = rebuild(ckpt, quantizable=True).eval()
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(twin(x), model.eval()(x))

@@ -72,6 +72,9 @@ def test_onnxruntime_fuses_every_conv_into_qlinearconv(int8_onnx, tmp_path):
     n_conv = sum(1 for n in onnx.load(str(int8_onnx)).graph.node if n.op_type == "Conv")
     assert ops["QLinearConv"] == n_conv and ops["Conv"] == 0
     assert ops["QLinearAdd"] > 0 and ops["QLinearGlobalAveragePool"] > 0
+    # HardSwish/HardSigmoid run as QLinearAdd + QLinearMul: no float islands between the integer kernels
+    assert ops["HardSwish"] == ops["HardSigmoid"] == ops["Mul"] == 0 and ops["QLinearMul"] > 0
+    assert ops["QuantizeLinear"] <= 2 and ops["DequantizeLinear"] <= 3
 
 
 def test_onnxruntime_int8_agrees_with_torch_fake_quant(qat_model, int8_onnx):
@@ -80,9 +83,29 @@ def test_onnxruntime_int8_agrees_with_torch_fake_quant(qat_model, int8_onnx):
     x = torch.randn(32, 3, 32, 32)
     with torch.no_grad():
         ref = qat_model(x).numpy()
-    out = ort.InferenceSession(str(int8_onnx), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+    out = ort.InferenceSession(str(int8_onnx), providers=["CPUExecutionProvider"]).run(
+        None, {"input": x.numpy()}
+    )[0]
     assert (out.argmax(1) == ref.argmax(1)).mean() >= 0.9
     assert np.abs(out - ref).max() < 0.25 * np.abs(ref).max()
+
+
+def test_integer_hard_activations_match_the_float_form(qat_model, int8_onnx, tmp_path):
+    import onnxruntime as ort
+
+    from edgepipe.quant.export import _torchscript_export
+    from edgepipe.quant.onnx_qdq import clean_qdq
+
+    raw = tmp_path / "raw.onnx"
+    _torchscript_export(to_qdq_module(qat_model), torch.zeros(1, 3, 32, 32), raw, 17)
+    float_act = tmp_path / "float_act.onnx"
+    onnx.save(clean_qdq(onnx.load(str(raw)), integer_activations=False), str(float_act))
+    x = np.random.default_rng(0).standard_normal((32, 3, 32, 32), dtype=np.float32)
+    a, b = (
+        ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+        for p in (float_act, int8_onnx)
+    )
+    assert (a.argmax(1) == b.argmax(1)).mean() >= 0.9
 
 
 def test_metadata_travels_with_the_model(int8_onnx):

@@ -17,9 +17,13 @@ def _tiny_cnn():
     torch.manual_seed(0)
     nn = torch.nn
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.Hardswish(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.Hardswish(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.Hardswish(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.Hardswish(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 5),
     ).eval()
 
 
@@ -34,9 +38,16 @@ def tiny(tmp_path_factory):
     model, path = _tiny_cnn(), d / "tiny.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.randn(1, 3, 32, 32),), str(path), dynamo=False, opset_version=17,
-                          input_names=["input"], output_names=["logits"],
-                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        torch.onnx.export(
+            model,
+            (torch.randn(1, 3, 32, 32),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
 
     rng = np.random.default_rng(0)
 

@@ -1,0 +1,196 @@
+"""Is our INT8 really faster? FP32 vs QAT INT8 vs naive QAT export vs ONNX Runtime PTQ, on ORT and OpenVINO.
+
+One run on one machine, same threads, models timed in alternating rounds so that drift (other load,
+frequency changes) hits all of them alike. Uses a finished run's checkpoints (default: the README's main job),
+re-exported at the model's own input size and at 224 px (the size the brief's 3.7x-slower measurement used).
+
+    .venv/bin/python benchmarks/int8_speedup.py [--run artifacts/mnv3_qat] [--sizes 64 224]
+
+Writes benchmarks/results/int8_speedup.json and benchmarks/results/int8_speedup.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from edgepipe.artifacts import atomic_write_json, atomic_write_text
+from edgepipe.bench.harness import model_size_mb
+from edgepipe.bench.timing import environment
+from edgepipe.data.loaders import SplitData
+from edgepipe.recipe import load_recipe
+
+log = logging.getLogger("int8_speedup")
+RESULTS = Path(__file__).parent / "results"
+
+
+def export_all(run: Path, size: int, work: Path, calib: int, recipe) -> tuple[dict[str, Path], dict, object]:
+    """fp32, int8-qat (ours), int8-qat-naive (torch.onnx.export of the QAT model as is), int8-ptq at ``size``."""
+    import torch
+
+    from edgepipe.models.build import rebuild
+    from edgepipe.quant.export import _torchscript_export, export_onnx
+    from edgepipe.quant.qdq import to_qdq_module
+    from edgepipe.stages.ptq import ort_static_quantize
+    from edgepipe.stages.qat import load_qat_model
+
+    fp = torch.load(run / "finetune" / "model.pt", map_location="cpu", weights_only=False)
+    q = torch.load(run / "qat" / "model.pt", map_location="cpu", weights_only=False)
+    pre = {**fp["preprocessing"], "input_size": [3, size, size], "resize": size, "crop": size}
+    shape = [3, size, size]
+    qat_model = load_qat_model(q)
+    paths = {k: work / f"{k}_{size}.onnx" for k in ("fp32", "int8-qat", "int8-qat-naive", "int8-ptq")}
+    meta = {"classes": fp["classes"], "preprocessing": pre}
+    export_onnx(rebuild(fp).eval(), paths["fp32"], shape, meta, 17)
+    export_onnx(to_qdq_module(qat_model), paths["int8-qat"], shape, meta, 17, qdq=True)
+    _torchscript_export(qat_model, torch.zeros(1, *shape), paths["int8-qat-naive"], 17)
+    data = SplitData(run / "split" / "split.json", recipe.data, pre, recipe.seed)
+    idx = sorted(random.Random(recipe.seed).sample(range(len(data.split["train"])), calib))
+    ds = data.dataset("train")
+    x_cal = np.stack([ds[i][0].numpy() for i in idx]).astype(np.float32)
+    ort_static_quantize(paths["fp32"], paths["int8-ptq"], x_cal, "minmax", meta)
+    return paths, pre, qat_model
+
+
+def test_arrays(run: Path, pre: dict, recipe, n: int) -> tuple[np.ndarray, np.ndarray]:
+    data = SplitData(run / "split" / "split.json", recipe.data, pre, recipe.seed)
+    ds = data.dataset("test")
+    idx = sorted(random.Random(1).sample(range(len(ds)), min(n, len(ds))))
+    xs, ys = zip(*(ds[i] for i in idx), strict=True)
+    return np.stack([x.numpy() for x in xs]).astype(np.float32), np.array(ys)
+
+
+def predict(rt, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    return np.concatenate([rt.predict(x[i : i + batch]) for i in range(0, len(x), batch)])
+
+
+def alternate_timing(runtimes: dict, sample: np.ndarray, rounds: int, iters: int, warmup: int) -> dict:
+    """Round-robin: each round times ``iters`` calls of every model; percentiles over all rounds."""
+    for rt in runtimes.values():
+        for _ in range(warmup):
+            rt.predict(sample)
+    times: dict[str, list[float]] = {k: [] for k in runtimes}
+    order = list(runtimes)
+    for r in range(rounds):
+        random.Random(r).shuffle(order)
+        for k in order:
+            rt = runtimes[k]
+            for _ in range(iters):
+                t0 = time.perf_counter()
+                rt.predict(sample)
+                times[k].append((time.perf_counter() - t0) * 1e3)
+    return {
+        k: {"p50_ms": float(np.percentile(v, 50)), "p90_ms": float(np.percentile(v, 90)),
+            "mean_ms": float(np.mean(v)), "samples": len(v)}
+        for k, v in times.items()
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, default=Path("artifacts/mnv3_qat"))
+    ap.add_argument("--recipe", type=Path, default=Path("recipes/mnv3_qat.yaml"))
+    ap.add_argument("--sizes", type=int, nargs="+", default=None, help="default: the model's size and 224")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--test-images", type=int, default=2000)
+    ap.add_argument("--calibration-images", type=int, default=512)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    warnings.filterwarnings("ignore")
+    import torch
+
+    from edgepipe.runtimes import get_runtime
+    from edgepipe.runtimes.onnxruntime import ort_op_account
+    from edgepipe.runtimes.openvino import ov_op_account
+
+    torch.set_num_threads(args.threads)
+    recipe = load_recipe(args.recipe)
+    own = recipe.data.image_size
+    sizes = args.sizes or sorted({own, 224})
+    results = {"environment": environment(), "threads": args.threads, "run": str(args.run), "sizes": {}}
+    with tempfile.TemporaryDirectory() as work:
+        for size in sizes:
+            log.info("size %d: exporting", size)
+            paths, pre, qat_model = export_all(args.run, size, Path(work), args.calibration_images, recipe)
+            x, y = test_arrays(args.run, pre, recipe, args.test_images)
+            with torch.inference_mode():
+                ref = np.concatenate([qat_model(torch.from_numpy(x[i : i + 128])).numpy()
+                                      for i in range(0, len(x), 128)])
+            rts, rows = {}, {}
+            for model, path in paths.items():
+                for runtime, opts in (("onnxruntime", {}), ("openvino", {"precision": "f32"})):
+                    key = f"{model}|{runtime}"
+                    rts[key] = get_runtime(runtime, path, threads=args.threads, **opts)
+                    logits = predict(rts[key], x)
+                    rows[key] = {"model": model, "runtime": runtime, "size_mb": round(model_size_mb(path), 3),
+                                 "test_top1": 100.0 * float((logits.argmax(1) == y).mean()),
+                                 "agreement_with_torch_qat": float((logits.argmax(1) == ref.argmax(1)).mean())}
+            for batch in args.batches:
+                sample = np.random.default_rng(0).standard_normal((batch, 3, size, size), dtype=np.float32)
+                iters = 20 if batch == 1 else 3
+                log.info("size %d batch %d: timing %d models x %d rounds", size, batch, len(rts), args.rounds)
+                lat = alternate_timing(rts, sample, args.rounds, iters, warmup=5 if batch == 1 else 2)
+                for key, t in lat.items():
+                    rows[key][f"b{batch}"] = t
+            for row in rows.values():
+                base = rows[f"fp32|{row['runtime']}"]
+                for batch in args.batches:
+                    row[f"b{batch}"]["speedup_vs_fp32"] = base[f"b{batch}"]["p50_ms"] / row[f"b{batch}"]["p50_ms"]
+            sample = np.zeros((1, 3, size, size), np.float32)
+            accounts = {}
+            for model in ("fp32", "int8-qat", "int8-ptq"):
+                accounts[f"{model}|onnxruntime"] = _slim(ort_op_account(paths[model], args.threads, sample, runs=30))
+                accounts[f"{model}|openvino"] = _slim(ov_op_account(paths[model], "f32", args.threads, sample, runs=30))
+            results["sizes"][str(size)] = {"test_images": len(y), "rows": list(rows.values()), "op_account": accounts}
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.out / "int8_speedup.json", results)
+    atomic_write_text(args.out / "int8_speedup.md", markdown(results, args.batches))
+    print(markdown(results, args.batches))
+
+
+def _slim(account: dict) -> dict:
+    keep = ("optimized_op_counts", "precision_counts", "time_share_by_kind", "int8_time_share", "time_by_op_type_us",
+            "time_by_type_us", "runs")
+    return {k: v for k, v in account.items() if k in keep}
+
+
+def markdown(results: dict, batches: list[int]) -> str:
+    env = results["environment"]
+    out = ["# INT8 speed-up: FP32 vs INT8 on ONNX Runtime and OpenVINO", "",
+           f"CPU: {env['cpu_model']}, {env['logical_cores']} logical cores, ISA: {', '.join(env['isa_flags'])}; "
+           f"{results['threads']} threads; onnxruntime {env['packages']['onnxruntime']}, "
+           f"openvino {env['packages']['openvino']}. Produced by `benchmarks/int8_speedup.py` "
+           f"from the run `{results['run']}`; latency p50 over alternating rounds.", ""]
+    for size, block in results["sizes"].items():
+        out += [f"## {size} x {size} px ({block['test_images']} test images)", ""]
+        head = "| model | runtime | test top-1 % | agrees with torch QAT | size MB |"
+        sep = "|---|---|---|---|---|"
+        for b in batches:
+            head += f" p50 ms b{b} | speed-up b{b} |"
+            sep += "---|---|"
+        out += [head, sep]
+        for r in block["rows"]:
+            line = (f"| {r['model']} | {r['runtime']} | {r['test_top1']:.2f} | "
+                    f"{100 * r['agreement_with_torch_qat']:.2f}% | {r['size_mb']:.2f} |")
+            for b in batches:
+                line += f" {r[f'b{b}']['p50_ms']:.3f} | {r[f'b{b}']['speedup_vs_fp32']:.2f}x |"
+            out.append(line)
+        out.append("")
+        out.append("INT8 share of kernel time (per-op profiles, batch 1): " + ", ".join(
+            f"{k}: {100 * v.get('int8_time_share', 0):.0f}%" for k, v in block["op_account"].items()))
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    main()
