@@ -12,6 +12,7 @@ Writes benchmarks/results/int8_speedup.json and benchmarks/results/int8_speedup.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import random
 import tempfile
@@ -126,12 +127,19 @@ def main() -> None:
             with torch.inference_mode():
                 ref = np.concatenate([qat_model(torch.from_numpy(x[i : i + 128])).numpy()
                                       for i in range(0, len(x), 128)])
-            rts, rows = {}, {}
+            rts, rows, failed = {}, {}, {}
             for model, path in paths.items():
                 for runtime, opts in (("onnxruntime", {}), ("openvino", {"precision": "f32"})):
                     key = f"{model}|{runtime}"
-                    rts[key] = get_runtime(runtime, path, threads=args.threads, **opts)
-                    logits = predict(rts[key], x)
+                    try:
+                        rt = get_runtime(runtime, path, threads=args.threads, **opts)
+                        logits = predict(rt, x)
+                    except Exception as exc:  # noqa: BLE001 - a model a runtime rejects is a result, not a crash
+                        failed[key] = {"model": model, "runtime": runtime,
+                                       "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+                        log.warning("%s on %s fails: %s", model, runtime, failed[key]["error"])
+                        continue
+                    rts[key] = rt
                     rows[key] = {"model": model, "runtime": runtime, "size_mb": round(model_size_mb(path), 3),
                                  "test_top1": 100.0 * float((logits.argmax(1) == y).mean()),
                                  "agreement_with_torch_qat": float((logits.argmax(1) == ref.argmax(1)).mean())}
@@ -151,11 +159,84 @@ def main() -> None:
             for model in ("fp32", "int8-qat", "int8-ptq"):
                 accounts[f"{model}|onnxruntime"] = _slim(ort_op_account(paths[model], args.threads, sample, runs=30))
                 accounts[f"{model}|openvino"] = _slim(ov_op_account(paths[model], "f32", args.threads, sample, runs=30))
-            results["sizes"][str(size)] = {"test_images": len(y), "rows": list(rows.values()), "op_account": accounts}
+            classes = {m: op_class_profile(paths[m], args.threads, sample) for m in ("fp32", "int8-qat")}
+            results["sizes"][str(size)] = {"test_images": len(y), "rows": list(rows.values()), "op_account": accounts,
+                                           "ort_op_classes": classes, "failed": list(failed.values())}
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "int8_speedup.json", results)
     atomic_write_text(args.out / "int8_speedup.md", markdown(results, args.batches))
     print(markdown(results, args.batches))
+
+
+def op_class_profile(path: Path, threads: int, sample: np.ndarray, runs: int = 30) -> dict:
+    """ONNX Runtime per-node profile grouped into op classes, with the MACs each class does and its GMAC/s:
+    how far each class is from the compute bound (the FP32 and INT8 graphs do the same MACs per class)."""
+    import os
+    import re
+    from collections import defaultdict
+
+    import onnx
+    import onnxruntime as ort
+
+    from edgepipe.bench.macs import count_macs
+
+    graph = onnx.load(str(path)).graph
+    macs = count_macs(path)["by_node"]
+    klass = {}
+    for n in graph.node:
+        if n.op_type in ("Conv", "Gemm"):
+            w = next((i for i in graph.initializer if i.name == n.input[1]), None)
+            group = next((a.i for a in n.attribute if a.name == "group"), 1)
+            kind = "depthwise conv" if group > 1 else ("first conv" if w is not None and len(w.dims) == 4
+                                                       and w.dims[1] == 3 else "conv 1x1/kxk")
+            if n.op_type == "Gemm":
+                kind = "classifier (Gemm)"
+            for key in (n.name, *n.output):
+                klass[key] = kind
+    # the integer graph stores weights behind DequantizeLinear: classify by the DQ'd weight's shape instead
+    dq = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
+    inits = {i.name: i for i in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Conv" and n.input[1] in dq:
+            w = inits.get(dq[n.input[1]].input[0])
+            group = next((a.i for a in n.attribute if a.name == "group"), 1)
+            kind = "depthwise conv" if group > 1 else ("first conv" if w is not None and w.dims[1] == 3
+                                                       else "conv 1x1/kxk")
+            for key in (n.name, *n.output):
+                klass[key] = kind
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = threads, 1, 3
+    so.enable_profiling = True
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    for _ in range(runs + 1):
+        sess.run(None, {"input": sample})
+    prof = sess.end_profiling()
+    events = json.loads(Path(prof).read_text())
+    os.unlink(prof)
+    per_node: dict[str, list[float]] = defaultdict(list)
+    ops = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            name = e["name"][: -len("_kernel_time")]
+            per_node[name].append(e["dur"])
+            ops[name] = e["args"]["op_name"]
+    out: dict[str, dict] = defaultdict(lambda: {"ms": 0.0, "gmacs": 0.0, "nodes": 0})
+    for name, durs in per_node.items():
+        base = re.sub(r"(_token_\d+|_nchwc)$", "", name)
+        kind = klass.get(base) or klass.get(re.sub(r"_output_0$", "", base))
+        if kind is None:
+            op = ops[name]
+            kind = {"QLinearMul": "HardSwish/SE multiply", "Mul": "HardSwish/SE multiply",
+                    "QLinearAdd": "adds (residual + HardSwish gate)", "Add": "adds (residual + HardSwish gate)",
+                    "HardSigmoid": "HardSwish/SE multiply"}.get(op, "other (pool, layout, Q/DQ)")
+        row = out[kind]
+        row["ms"] += float(np.median(durs[1:] if len(durs) > 1 else durs)) / 1e3
+        row["nodes"] += 1
+        mac = macs.get(base) or macs.get(re.sub(r"_output_0$", "", base)) or 0
+        row["gmacs"] += mac / 1e9
+    for row in out.values():
+        row["gmac_per_s"] = row["gmacs"] / (row["ms"] / 1e3) if row["ms"] and row["gmacs"] else None
+    return dict(out)
 
 
 def _slim(account: dict) -> dict:
@@ -185,6 +266,19 @@ def markdown(results: dict, batches: list[int]) -> str:
             for b in batches:
                 line += f" {r[f'b{b}']['p50_ms']:.3f} | {r[f'b{b}']['speedup_vs_fp32']:.2f}x |"
             out.append(line)
+        for f in block.get("failed", []):
+            out.append(f"| {f['model']} | {f['runtime']} | fails to load: {f['error']} |")
+        out.append("")
+        cls = block["ort_op_classes"]
+        out += ["ONNX Runtime time by op class (batch 1, per-node profile; GMAC/s = MACs done / time):", "",
+                "| op class | FP32 ms | FP32 GMAC/s | INT8 ms | INT8 GMAC/s | INT8/FP32 time |", "|---|---|---|---|---|---|"]
+        for kind in sorted(set(cls["fp32"]) | set(cls["int8-qat"]),
+                           key=lambda k: -cls["fp32"].get(k, {"ms": 0})["ms"]):
+            f, q = cls["fp32"].get(kind, {"ms": 0.0}), cls["int8-qat"].get(kind, {"ms": 0.0})
+            ratio = f"{q['ms'] / f['ms']:.2f}" if f["ms"] else "–"
+            fg = f"{f['gmac_per_s']:.1f}" if f.get("gmac_per_s") else "–"
+            qg = f"{q['gmac_per_s']:.1f}" if q.get("gmac_per_s") else "–"
+            out.append(f"| {kind} | {f['ms']:.3f} | {fg} | {q['ms']:.3f} | {qg} | {ratio} |")
         out.append("")
         out.append("INT8 share of kernel time (per-op profiles, batch 1): " + ", ".join(
             f"{k}: {100 * v.get('int8_time_share', 0):.0f}%" for k, v in block["op_account"].items()))

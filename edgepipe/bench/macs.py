@@ -99,6 +99,7 @@ def count_macs(model: str | Path | onnx.ModelProto, batch: int = 1) -> dict[str,
     sizes = _tensor_sizes(graph)
 
     by_op: Counter[str] = Counter()
+    by_node: dict[str, int] = {}
     other: Counter[str] = Counter()
     int8_macs = 0
     params: dict[str, int] = {}
@@ -114,6 +115,7 @@ def count_macs(model: str | Path | onnx.ModelProto, batch: int = 1) -> dict[str,
                 "shape inference; fix: run onnxruntime.quantization.quant_pre_process on the model first"
             )
         by_op[node.op_type] += macs
+        by_node[node.name or node.output[0]] = macs
         ins = list(node.input)
         if spec.integer or (
             _from_int8_dq(ins[spec.x], producers, types) and _from_int8_dq(ins[spec.w], producers, types)
@@ -134,6 +136,7 @@ def count_macs(model: str | Path | onnx.ModelProto, batch: int = 1) -> dict[str,
         "gflops": 2 * total / 1e9,
         "params": sum(params.values()),
         "by_op_type": dict(by_op),
+        "by_node": by_node,
         "int8_macs": int8_macs,
         "int8_mac_share": int8_macs / total if total else 0.0,
         "nodes": len(graph.node),

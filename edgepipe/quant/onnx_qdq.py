@@ -155,7 +155,14 @@ def _insert_before(gr: _Graph, new_nodes: dict[int, list[onnx.NodeProto]]) -> No
 
 
 def _propagate_through_pools(gr: _Graph) -> None:
-    """Pooling keeps its input's scale in int8; give its float output that Q/DQ so the next op fuses."""
+    """Pooling keeps its input's scale in int8; give its float output that Q/DQ so the next op fuses.
+
+    Repeated until nothing changes, so chains (GlobalAveragePool -> Flatten -> Gemm) are covered."""
+    while _propagate_once(gr):
+        pass
+
+
+def _propagate_once(gr: _Graph) -> bool:
     after: dict[int, list[onnx.NodeProto]] = defaultdict(list)
     outputs = {o.name for o in gr.g.output}
     for idx, n in enumerate(gr.g.node):
@@ -177,6 +184,7 @@ def _propagate_through_pools(gr: _Graph) -> None:
         gr.rename_input(y, dq_out)
         # rename_input also re-pointed nothing in the new nodes (not indexed yet): they read y, as intended.
     _insert_before(gr, after)
+    return bool(after)
 
 
 def _scalar_qparams(gr: _Graph) -> None:

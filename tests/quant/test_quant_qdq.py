@@ -71,6 +71,7 @@ def test_onnxruntime_fuses_every_conv_into_qlinearconv(int8_onnx, tmp_path):
     ops = collections.Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
     n_conv = sum(1 for n in onnx.load(str(int8_onnx)).graph.node if n.op_type == "Conv")
     assert ops["QLinearConv"] == n_conv and ops["Conv"] == 0
+    assert ops["QGemm"] == 2 and ops["Gemm"] == 0, "both classifier layers must run as QGemm"
     assert ops["QLinearAdd"] > 0 and ops["QLinearGlobalAveragePool"] > 0
     # HardSwish/HardSigmoid run as QLinearAdd + QLinearMul: no float islands between the integer kernels
     assert ops["HardSwish"] == ops["HardSigmoid"] == ops["Mul"] == 0 and ops["QLinearMul"] > 0
