@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgepipe.errors import RecipeError
 
@@ -58,6 +58,10 @@ class DataConfig(_Strict):
     batch_size: int = Field(default=64, ge=1, le=4096)
     num_workers: int = Field(default=0, ge=0, le=64)
     augment: AugmentConfig = AugmentConfig()
+    sampler: Literal["shuffle", "balanced"] = Field(
+        default="shuffle",
+        description="balanced: draw train images with probability 1/class size (imbalanced sets)",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -65,6 +69,68 @@ class DataConfig(_Strict):
             raise ValueError(
                 "give exactly one of data.dataset (a built-in name) or data.root (an ImageFolder)"
             )
+        return self
+
+
+def _check_trainable(value: object) -> object:
+    """A block count (int >= 0) or 'all'. Checked before pydantic: the error then names the key alone."""
+    if value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    raise ValueError(f"must be a whole number of blocks >= 0 or 'all' (got {value!r})")
+
+
+def _as_count(value: int | str) -> float:
+    return float("inf") if value == "all" else float(value)
+
+
+class FreezeConfig(_Strict):
+    """Train only the last N backbone blocks (plus the head); optionally unfreeze more as epochs pass."""
+
+    trainable_last: int | Literal["all"] = Field(
+        default="all", description="backbone blocks trained, counted from the head; 0 trains the head only"
+    )
+    schedule: dict[int, int | Literal["all"]] = Field(
+        default_factory=dict,
+        description="gradual unfreezing: {epoch: trainable_last from that epoch}; epochs count from 0",
+    )
+
+    @field_validator("trainable_last", mode="before")
+    @classmethod
+    def _trainable(cls, v: object) -> object:
+        return _check_trainable(v)
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _schedule(cls, v: object) -> object:
+        if not isinstance(v, dict):
+            raise ValueError(
+                f"must be a mapping of epoch to trainable_last, e.g. {{10: 8, 20: all}} (got {v!r})"
+            )
+        for epoch, n in v.items():
+            if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0):
+                raise ValueError(f"epoch {epoch!r}: epochs must be whole numbers >= 0")
+            try:
+                _check_trainable(n)
+            except ValueError as exc:
+                raise ValueError(f"epoch {epoch}: {exc}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _only_unfreezes(self) -> FreezeConfig:
+        before, what = self.trainable_last, "trainable_last"
+        for epoch in sorted(self.schedule):
+            n = self.schedule[epoch]
+            if before == "all" and what == "trainable_last":
+                raise ValueError(
+                    "schedule unfreezes blocks but trainable_last is 'all' (nothing is frozen); "
+                    "fix: set model.freeze.trainable_last to the blocks trained before its first epoch"
+                )
+            if _as_count(n) < _as_count(before):
+                raise ValueError(
+                    f"schedule epoch {epoch} trains {n} block(s), fewer than {before} ({what}); "
+                    "fix: gradual unfreezing only unfreezes, so give non-decreasing counts"
+                )
+            before, what = n, f"schedule epoch {epoch}"
         return self
 
 
@@ -81,9 +147,62 @@ class ModelConfig(_Strict):
         le=1,
         description="override BatchNorm momentum (MobileNetV3 uses 0.01: too slow for a few hundred steps)",
     )
+    freeze: FreezeConfig = FreezeConfig()
 
 
-class FinetuneConfig(_Strict):
+# An option that only one choice uses, and that choice: setting it while another is chosen is an error
+# (it would do nothing, as silently as a misspelt key).
+_ONLY_WITH = {
+    "momentum": ("optimizer", "sgd"),
+    "nesterov": ("optimizer", "sgd"),
+    "step_size": ("scheduler", "step"),
+    "gamma": ("scheduler", "step"),
+    "plateau_patience": ("scheduler", "plateau"),
+    "plateau_factor": ("scheduler", "plateau"),
+    "t0_epochs": ("scheduler", "cosine_restarts"),
+    "t_mult": ("scheduler", "cosine_restarts"),
+    "focal_gamma": ("loss", "focal"),
+}
+
+
+class _TrainOptions(_Strict):
+    """Optimiser, lr schedule, loss and clipping: the same knobs for finetune and qat (one loop)."""
+
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="sgd only")
+    nesterov: bool = Field(default=False, description="sgd only; needs momentum > 0")
+    scheduler: Literal["cosine", "step", "plateau", "cosine_restarts"] = Field(
+        default="cosine", description="after warmup_epochs of linear warm-up"
+    )
+    step_size: int = Field(default=10, ge=1, description="step: epochs between decays")
+    gamma: float = Field(default=0.1, gt=0, le=1, description="step: lr factor at each decay")
+    plateau_patience: int = Field(default=2, ge=0, description="plateau: epochs without val top-1 gain")
+    plateau_factor: float = Field(default=0.1, gt=0, lt=1, description="plateau: lr factor on a plateau")
+    t0_epochs: int = Field(default=10, ge=1, description="cosine_restarts: epochs of the first cycle")
+    t_mult: int = Field(default=1, ge=1, le=10, description="cosine_restarts: cycle length factor")
+    loss: Literal["ce", "focal"] = "ce"
+    focal_gamma: float = Field(default=2.0, ge=0, le=10, description="focal: (1 - p)^gamma down-weighting")
+    class_weights: Literal["none", "balanced"] = Field(
+        default="none", description="balanced: weight each class by n / (classes * class size) in train"
+    )
+    grad_clip_norm: float | None = Field(default=None, gt=0, description="clip the global gradient norm")
+
+    @model_validator(mode="after")
+    def _options_in_use(self) -> _TrainOptions:
+        for key in sorted(self.model_fields_set & _ONLY_WITH.keys()):
+            selector, choice = _ONLY_WITH[key]
+            chosen = getattr(self, selector)
+            if chosen != choice and getattr(self, key) != type(self).model_fields[key].default:
+                raise ValueError(
+                    f"{key} is only used with {selector}: {choice} (got {selector}: {chosen}); "
+                    f"fix: set {selector}: {choice} or remove {key}"
+                )
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs momentum > 0; fix: set momentum (e.g. 0.9) or nesterov: false")
+        return self
+
+
+class FinetuneConfig(_TrainOptions):
     epochs: int = Field(default=10, ge=0)
     lr: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.05, ge=0)
@@ -94,16 +213,25 @@ class FinetuneConfig(_Strict):
     max_batches_per_epoch: int | None = Field(default=None, ge=1)
 
 
-class QatConfig(_Strict):
+class QatConfig(_TrainOptions):
     epochs: int = Field(default=3, ge=0)
     lr: float = Field(default=1e-4, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+    warmup_epochs: int = Field(default=0, ge=0)
+    trainable_last: int | Literal["all"] | None = Field(
+        default=None, description="backbone blocks trained in QAT; null: model.freeze.trainable_last"
+    )
     freeze_bn_epoch: int = Field(default=1, ge=0, description="BatchNorm statistics freeze from this epoch")
     freeze_observer_epoch: int = Field(default=2, ge=0, description="quant ranges freeze from this epoch")
     calibration_batches: int = Field(default=16, ge=0, description="observer warm-up before training")
     patience: int = Field(default=5, ge=1)
     max_batches_per_epoch: int | None = Field(default=None, ge=1)
+
+    @field_validator("trainable_last", mode="before")
+    @classmethod
+    def _trainable(cls, v: object) -> object:
+        return v if v is None else _check_trainable(v)
 
 
 class ExportConfig(_Strict):

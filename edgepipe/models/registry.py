@@ -22,6 +22,9 @@ class ModelSpec:
     weights: str | None  # torchvision weights enum entry, e.g. "MobileNet_V3_Large_Weights.IMAGENET1K_V1"
     head: Callable[[Any], tuple[Any, str]]  # model -> (parent module, attribute) of the final Linear
     supports_width: bool = False
+    # model -> the backbone's blocks, input to output, that model.freeze counts from the end; everything
+    # outside them (pooling, head) always trains. The same call must work on the fused, prepared QAT twin.
+    blocks: Callable[[Any], list[Any]] | None = None
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -66,6 +69,11 @@ def _classifier_last(model: Any) -> tuple[Any, str]:
     return model.classifier, str(len(model.classifier) - 1)
 
 
+def _features_blocks(model: Any) -> list[Any]:
+    """MobileNetV3: stem conv, the inverted-residual blocks, the last 1x1 conv (17 large, 13 small)."""
+    return list(model.features)
+
+
 register(
     ModelSpec(
         name="mobilenet_v3_large",
@@ -74,6 +82,7 @@ register(
         weights="MobileNet_V3_Large_Weights.IMAGENET1K_V1",
         head=_classifier_last,
         supports_width=True,
+        blocks=_features_blocks,
     )
 )
 register(
@@ -84,5 +93,6 @@ register(
         weights="MobileNet_V3_Small_Weights.IMAGENET1K_V1",
         head=_classifier_last,
         supports_width=True,
+        blocks=_features_blocks,
     )
 )

@@ -6,26 +6,32 @@ import logging
 from typing import Any
 
 from edgepipe.artifacts import StageResult, atomic_path
+from edgepipe.data.datasets import make_loader
 from edgepipe.data.loaders import SplitData
+from edgepipe.data.split import class_counts
 from edgepipe.data.transforms import preprocessing_from
-from edgepipe.recipe import Recipe
+from edgepipe.recipe import FinetuneConfig, QatConfig, Recipe
 from edgepipe.stages.base import StageContext, seed_everything
+from edgepipe.train.freeze import freezer_for
 from edgepipe.train.history import write_history
-from edgepipe.train.loop import evaluate, fit, warmup_cosine
+from edgepipe.train.loop import evaluate, fit
+from edgepipe.train.losses import balanced_sampler, build_criterion
+from edgepipe.train.metrics import classification_metrics, summary, write_eval_report
+from edgepipe.train.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
 
 name = "finetune"
 needs = ("split",)
+_DATA_KEYS = {"image_size", "crop_pct", "mean", "std", "batch_size", "augment", "sampler"}
 
 
 def config(recipe: Recipe) -> dict[str, Any]:
-    d = recipe.data
     return {
         "seed": recipe.seed,
         "model": recipe.model.model_dump(),
         "finetune": recipe.finetune.model_dump(),
-        "data": d.model_dump(include={"image_size", "crop_pct", "mean", "std", "batch_size", "augment"}),
+        "data": recipe.data.model_dump(include=_DATA_KEYS),
     }
 
 
@@ -33,6 +39,42 @@ def device():
     import torch
 
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def train_loader(data: SplitData, recipe: Recipe):
+    """Shuffled, or class-balanced draws with replacement (data.sampler: balanced); shared with qat."""
+    if recipe.data.sampler == "shuffle":
+        return data.loader("train", train=True)
+    ds = data.dataset("train", train=True)
+    return make_loader(
+        ds,
+        recipe.data.batch_size,
+        shuffle=True,
+        num_workers=recipe.data.num_workers,
+        seed=recipe.seed,
+        sampler=balanced_sampler(ds.labels, recipe.seed),
+    )
+
+
+def training_parts(model, data: SplitData, recipe: Recipe, cfg: FinetuneConfig | QatConfig, dev):
+    """Train loader, optimiser, schedule and loss for finetune or qat, all from the recipe."""
+    loader = train_loader(data, recipe)
+    steps = len(loader) if cfg.max_batches_per_epoch is None else min(len(loader), cfg.max_batches_per_epoch)
+    if recipe.data.sampler == "balanced" and cfg.class_weights == "balanced":
+        log.warning("data.sampler and class_weights are both balanced: the imbalance is corrected twice")
+    optimizer = build_optimizer(model.parameters(), cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps)
+    criterion = build_criterion(cfg, class_counts(data.split["train"], len(data.classes))).to(dev)
+    return loader, optimizer, scheduler, criterion
+
+
+def evaluation_metrics(model, data: SplitData, dev, out_dir, title: str) -> dict[str, Any]:
+    """Val and test summaries for the manifest; metrics_test.json and confusion_test.png on disk."""
+    val = evaluate(model, data.loader("val"), dev, description=f"{title} val")
+    test = evaluate(model, data.loader("test"), dev, description=f"{title} test")
+    val_summary = summary(classification_metrics(val["labels"], val["preds"], data.classes, val["top5"]))
+    test_summary = write_eval_report(out_dir, "test", test, data.classes, title=f"{title}: test")
+    return {"val_top1": val["top1"], "test_top1": test["top1"], "val": val_summary, "test": test_summary}
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -47,19 +89,13 @@ def run(ctx: StageContext) -> StageResult:
     model, weights_source = build_model(r.model, len(data.classes))
     dev = device()
     model.to(dev)
-    train_loader, val_loader = data.loader("train", train=True), data.loader("val")
-    steps = (
-        len(train_loader)
-        if cfg.max_batches_per_epoch is None
-        else min(len(train_loader), cfg.max_batches_per_epoch)
-    )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = warmup_cosine(optimizer, max(1, steps * cfg.epochs), steps * cfg.warmup_epochs)
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    freezer = freezer_for(model, r.model.arch, r.model.freeze.trainable_last, r.model.freeze.schedule)
+    freeze = freezer.summary(model) if freezer is not None else None
+    train, optimizer, scheduler, criterion = training_parts(model, data, r, cfg, dev)
     result = fit(
         model,
-        train_loader,
-        val_loader,
+        train,
+        data.loader("val"),
         epochs=cfg.epochs,
         optimizer=optimizer,
         scheduler=scheduler,
@@ -68,11 +104,12 @@ def run(ctx: StageContext) -> StageResult:
         patience=cfg.patience,
         amp=cfg.amp,
         max_batches=cfg.max_batches_per_epoch,
+        grad_clip_norm=cfg.grad_clip_norm,
+        freezer=freezer,
     )
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
-    test = evaluate(model, data.loader("test"), dev, description="test")
-    val = evaluate(model, val_loader, dev, description="val")
+    evals = evaluation_metrics(model, data, dev, ctx.out_dir, title=f"finetune {r.model.arch}")
     checkpoint = {
         "arch": r.model.arch,
         "model_cfg": r.model.model_dump(),
@@ -87,13 +124,13 @@ def run(ctx: StageContext) -> StageResult:
         torch.save(checkpoint, tmp)
     write_history(ctx.out_dir, result.history, title=f"finetune {r.model.arch}")
     metrics = {
-        "val_top1": val["top1"],
-        "test_top1": test["top1"],
+        **evals,
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
         "stopped_early": result.stopped_early,
         "device": str(dev),
         "weights_source": weights_source,
+        "freeze": freeze,
     }
-    log.info("finetune: val top-1 %.2f, test top-1 %.2f", val["top1"], test["top1"])
+    log.info("finetune: val top-1 %.2f, test top-1 %.2f", evals["val_top1"], evals["test_top1"])
     return StageResult(outputs={"checkpoint": "model.pt", "history": "history.csv"}, metrics=metrics)

@@ -10,9 +10,10 @@ from edgepipe.artifacts import StageResult, atomic_path
 from edgepipe.data.loaders import SplitData
 from edgepipe.recipe import Recipe
 from edgepipe.stages.base import StageContext, seed_everything
-from edgepipe.stages.finetune import device
+from edgepipe.stages.finetune import device, evaluation_metrics, training_parts
+from edgepipe.train.freeze import freezer_for
 from edgepipe.train.history import write_history
-from edgepipe.train.loop import evaluate, fit, warmup_cosine
+from edgepipe.train.loop import fit
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,16 @@ def config(recipe: Recipe) -> dict[str, Any]:
     return {
         "seed": recipe.seed,
         "qat": recipe.qat.model_dump(),
-        "data": recipe.data.model_dump(include={"batch_size", "augment"}),
+        "trainable_last": trainable_last(recipe)[0],
+        "data": recipe.data.model_dump(include={"batch_size", "augment", "sampler"}),
     }
+
+
+def trainable_last(recipe: Recipe) -> tuple[int | str, str]:
+    """Blocks QAT trains (qat.trainable_last, else model.freeze.trainable_last) and the key that said so."""
+    if recipe.qat.trainable_last is not None:
+        return recipe.qat.trainable_last, "qat.trainable_last"
+    return recipe.model.freeze.trainable_last, "model.freeze.trainable_last"
 
 
 def load_qat_model(checkpoint: dict):
@@ -91,7 +100,10 @@ def run(ctx: StageContext) -> StageResult:
     prepare_qat(model)
     dev = device()
     model.to(dev)
-    train_loader, val_loader = data.loader("train", train=True), data.loader("val")
+    # The prepared twin's blocks are the float model's (fused in place), so the count means the same layers.
+    trainable, key = trainable_last(r)
+    freezer = freezer_for(model, model_cfg.arch, trainable, key=key)
+    freeze = freezer.summary(model) if freezer is not None else None
     _calibrate(model, data.loader("train"), cfg.calibration_batches, dev)
 
     def on_epoch_start(epoch: int) -> None:
@@ -100,18 +112,11 @@ def run(ctx: StageContext) -> StageResult:
         if epoch >= cfg.freeze_observer_epoch:
             freeze_observers(model)
 
-    steps = (
-        len(train_loader)
-        if cfg.max_batches_per_epoch is None
-        else min(len(train_loader), cfg.max_batches_per_epoch)
-    )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = warmup_cosine(optimizer, max(1, steps * cfg.epochs), 0)
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    train_loader, optimizer, scheduler, criterion = training_parts(model, data, r, cfg, dev)
     result = fit(
         model,
         train_loader,
-        val_loader,
+        data.loader("val"),
         epochs=cfg.epochs,
         optimizer=optimizer,
         scheduler=scheduler,
@@ -121,14 +126,15 @@ def run(ctx: StageContext) -> StageResult:
         max_batches=cfg.max_batches_per_epoch,
         on_epoch_start=on_epoch_start,
         eval_context=lambda: _observers_paused(model),
+        grad_clip_norm=cfg.grad_clip_norm,
+        freezer=freezer,
     )
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
     freeze_observers(model)
     freeze_bn_stats(model)
     model.eval()
-    val = evaluate(model, val_loader, dev, description="qat val")
-    test = evaluate(model, data.loader("test"), dev, description="qat test")
+    evals = evaluation_metrics(model, data, dev, ctx.out_dir, title=f"QAT {float_ckpt['arch']} (fake-quant)")
     checkpoint = {k: v for k, v in float_ckpt.items() if k not in ("state_dict", "epoch")}
     checkpoint.update(
         {
@@ -146,11 +152,11 @@ def run(ctx: StageContext) -> StageResult:
         torch.save(checkpoint, tmp)
     write_history(ctx.out_dir, result.history, title=f"QAT {checkpoint['arch']}")
     metrics = {
-        "val_top1": val["top1"],
-        "test_top1": test["top1"],
+        **evals,
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
         "device": str(dev),
+        "freeze": freeze,
     }
-    log.info("qat: fake-quant val top-1 %.2f, test top-1 %.2f", val["top1"], test["top1"])
+    log.info("qat: fake-quant val top-1 %.2f, test top-1 %.2f", evals["val_top1"], evals["test_top1"])
     return StageResult(outputs={"qat_checkpoint": "model.pt"}, metrics=metrics)

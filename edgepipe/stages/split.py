@@ -1,4 +1,4 @@
-"""split: list the dataset, drop unreadable files, and write a deterministic stratified split."""
+"""split: list the dataset, drop unreadable files, write a deterministic stratified split + statistics."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import logging
 from typing import Any
 
 from edgepipe.artifacts import StageResult, atomic_write_json, hash_json
-from edgepipe.data.sources import open_source
+from edgepipe.data.sources import ImageFolder, open_source
 from edgepipe.data.split import class_counts, make_split
+from edgepipe.data.stats import dataset_stats, manifest_entry, plot_class_distribution, warn
 from edgepipe.recipe import Recipe
 from edgepipe.stages.base import StageContext
 
@@ -15,6 +16,7 @@ log = logging.getLogger(__name__)
 
 name = "split"
 needs: tuple[str, ...] = ()
+STATS_VERSION = 1  # bump when the statistics change, so cached split stages recompute them
 
 
 def config(recipe: Recipe) -> dict[str, Any]:
@@ -28,6 +30,7 @@ def config(recipe: Recipe) -> dict[str, Any]:
         "test_fraction": d.test_fraction,
         "limit_per_class": d.limit_per_class,
         "source_fingerprint": hash_json(src.fingerprint()),
+        "stats_version": STATS_VERSION,
     }
 
 
@@ -48,10 +51,15 @@ def run(ctx: StageContext) -> StageResult:
         **{part: [list(s) for s in samples] for part, samples in split.items()},
     }
     atomic_write_json(ctx.out_dir / "split.json", doc)
+    stats = dataset_stats(listing, split, source.root if isinstance(source, ImageFolder) else None)
+    warn(stats)
+    atomic_write_json(ctx.out_dir / "stats.json", stats)
+    plot_class_distribution(stats, ctx.out_dir / "class_distribution.png", title=d.dataset or d.root.name)
     metrics = {
         "classes": n,
         "sizes": {part: len(samples) for part, samples in split.items()},
         "per_class": counts,
         "skipped_files": listing.skipped,
+        "stats": manifest_entry(stats),
     }
     return StageResult(outputs={"split": "split.json"}, metrics=metrics)

@@ -1,7 +1,8 @@
 """train_one_epoch / evaluate / fit: the single loop finetune and QAT both use.
 
 QAT reuses it as torchvision's references/classification/train_quantization.py reuses train.py: the only
-QAT-specific part is an ``on_epoch_start`` hook that freezes observers and BatchNorm statistics.
+QAT-specific part is an ``on_epoch_start`` hook that freezes observers and BatchNorm statistics. Optimiser,
+schedule, loss and freezing are built elsewhere (optim.py, losses.py, freeze.py) and handed in.
 """
 
 from __future__ import annotations
@@ -9,14 +10,17 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgepipe.progress import track
+from edgepipe.train.optim import as_schedule
+
+if TYPE_CHECKING:
+    from edgepipe.train.freeze import Freezer
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +32,6 @@ class FitResult:
     best_epoch: int = -1
     best_val_top1: float = -1.0
     stopped_early: bool = False
-
-
-def warmup_cosine(optimizer, total_steps: int, warmup_steps: int):
-    """Linear warm-up then cosine decay to 0, stepped per batch."""
-    import torch
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _batches(loader, max_batches: int | None):
@@ -58,10 +49,20 @@ def train_one_epoch(
     scaler=None,
     max_batches=None,
     description: str = "train",
+    grad_clip_norm: float | None = None,
+    keep_eval: Sequence[Any] = (),
 ) -> dict[str, float]:
+    """One pass over ``loader``; ``scheduler`` is stepped per batch (an LrSchedule or a torch scheduler).
+
+    ``keep_eval`` modules (frozen blocks) stay in eval mode, so their BatchNorm statistics do not move.
+    """
     import torch
 
+    schedule = as_schedule(scheduler)
     model.train()
+    for module in keep_eval:
+        module.eval()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
     seen, loss_sum, correct, wait = 0, 0.0, 0, 0.0
     batches, total = _batches(loader, max_batches)
     t_wait = time.perf_counter()
@@ -74,13 +75,17 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
+            if grad_clip_norm is not None:
+                scaler.unscale_(optimizer)  # clip the true gradients, not the loss-scaled ones
+                torch.nn.utils.clip_grad_norm_(params, grad_clip_norm)
             scaler.step(optimizer)
             scaler.update()
         else:
             loss.backward()
+            if grad_clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, grad_clip_norm)
             optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        schedule.step_batch()
         n = labels.shape[0]
         seen += n
         loss_sum += float(loss.detach()) * n
@@ -92,23 +97,27 @@ def train_one_epoch(
 
 
 def evaluate(model, loader, device, criterion=None, description: str = "eval") -> dict[str, Any]:
-    """Top-1 (and loss) plus the raw predictions, so callers can compute agreement and confusion."""
+    """Top-1, top-5 (top-k with k = min(5, classes)) and loss, plus the raw predictions and labels, so
+    callers can compute agreement, per-class metrics and confusion."""
     import torch
 
     model.eval()
-    preds, labels_all, loss_sum = [], [], 0.0
+    preds, labels_all, loss_sum, correct5 = [], [], 0.0, 0
     with torch.inference_mode():
         for images, labels in track(loader, description, len(loader)):
             logits = model(images.to(device))
             if criterion is not None:
                 loss_sum += float(criterion(logits, labels.to(device))) * labels.shape[0]
-            preds.append(logits.argmax(1).cpu())
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices.cpu()
+            correct5 += int((top == labels[:, None]).any(1).sum())
+            preds.append(top[:, 0])
             labels_all.append(labels)
     if not preds:
-        return {"top1": float("nan"), "loss": float("nan"), "preds": [], "labels": []}
+        return {"top1": float("nan"), "top5": float("nan"), "loss": float("nan"), "preds": [], "labels": []}
     p, y = torch.cat(preds), torch.cat(labels_all)
     return {
         "top1": 100.0 * float((p == y).float().mean()),
+        "top5": 100.0 * correct5 / len(y),
         "loss": loss_sum / len(y) if criterion is not None else float("nan"),
         "preds": p.tolist(),
         "labels": y.tolist(),
@@ -133,13 +142,22 @@ def fit(
     start_epoch: int = 0,
     result: FitResult | None = None,
     eval_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    grad_clip_norm: float | None = None,
+    freezer: Freezer | None = None,
 ) -> FitResult:
-    """Train with early stopping on val top-1, keeping the best weights (in memory)."""
+    """Train with early stopping on val top-1, keeping the best weights (in memory).
+
+    ``scheduler`` steps per batch and, for a plateau schedule, per epoch on val top-1 (see optim.py);
+    ``freezer`` sets the trainable blocks at each epoch's start (see freeze.py).
+    """
     import torch
 
     scaler = torch.amp.GradScaler("cuda") if (amp and device.type == "cuda") else None
+    schedule = as_schedule(scheduler)
     result = result or FitResult()
     for epoch in range(start_epoch, epochs):
+        if freezer is not None:
+            freezer.apply(epoch)
         if on_epoch_start is not None:
             on_epoch_start(epoch)
         t0 = time.perf_counter()
@@ -148,21 +166,26 @@ def fit(
             train_loader,
             criterion,
             optimizer,
-            scheduler,
+            schedule,
             device,
             scaler,
             max_batches,
             description=f"epoch {epoch + 1}/{epochs} train",
+            grad_clip_norm=grad_clip_norm,
+            keep_eval=freezer.frozen if freezer is not None else (),
         )
         with eval_context():
             va = evaluate(model, val_loader, device, criterion, description=f"epoch {epoch + 1}/{epochs} val")
+        lr = optimizer.param_groups[0]["lr"]  # the lr this epoch ended with, before a plateau cut
+        schedule.step_epoch(va["top1"])
         row = {
             "epoch": epoch + 1,
             "train_loss": tr["loss"],
             "train_top1": tr["top1"],
             "val_loss": va["loss"],
             "val_top1": va["top1"],
-            "lr": optimizer.param_groups[0]["lr"],
+            "val_top5": va["top5"],
+            "lr": lr,
             "seconds": time.perf_counter() - t0,
             "data_wait_s": tr["data_wait_s"],
         }
