@@ -109,27 +109,93 @@ def build(
 
 @app.command()
 def bench(
-    models: Annotated[list[Path], typer.Argument(help="ONNX model files (.onnx).")],
-    runtime: Annotated[list[str], typer.Option("--runtime", "-r", help="onnxruntime and/or openvino.")] = [  # noqa: B006
-        "onnxruntime"
+    models: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="MODEL...",
+            help="Models: .onnx, OpenVINO .xml, edgepipe model.pt, torch.export .pt2. The first is the "
+            "baseline. MODEL@onnxruntime,openvino picks that model's runtimes.",
+        ),
     ],
-    threads: Annotated[int, typer.Option(help="Intra-op threads.")] = 2,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Batch size for latency.")] = 1,
-    warmup: Annotated[int, typer.Option(help="Untimed warm-up runs.")] = 20,
+    data: Annotated[
+        str | None,
+        typer.Option(help="Accuracy data: a built-in name (fashion-mnist: test split) or an ImageFolder."),
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Use a seeded random subset of this many images.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the edgepipe.bench/1 JSON here.")
+    ] = None,
+    fail_if: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fail-if", metavar="GATE", help="e.g. 'acc_drop>0.5', 'speedup<1.5', 'p99_ms>10'; exit 8."
+        ),
+    ] = None,
+    reference: Annotated[
+        str | None, typer.Option(metavar="MODEL", help="Report agreement (equal top-1) with this model.")
+    ] = None,
+    runtime: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--runtime", "-r", help="torch, onnxruntime, openvino (repeat); default: each model's own."
+        ),
+    ] = None,
+    threads: Annotated[int, typer.Option(help="Intra-op threads for every runtime.")] = 2,
+    batch_size: Annotated[
+        list[int] | None, typer.Option("--batch-size", "-b", help="Batch size(s) for latency (repeat).")
+    ] = None,
+    precision: Annotated[str, typer.Option(help="OpenVINO inference precision: f32 or bf16.")] = "f32",
+    hint: Annotated[str, typer.Option(help="OpenVINO performance hint: LATENCY or THROUGHPUT.")] = "LATENCY",
+    plots: Annotated[
+        Path | None, typer.Option(metavar="DIR", help="Write PNG plots into this folder.")
+    ] = None,
+    image_size: Annotated[int | None, typer.Option(help="Foreign models: input size (square).")] = None,
+    resize: Annotated[int | None, typer.Option(help="Foreign models: resize before the centre crop.")] = None,
+    mean: Annotated[str | None, typer.Option(help="Foreign models: r,g,b mean (default ImageNet's).")] = None,
+    std: Annotated[str | None, typer.Option(help="Foreign models: r,g,b std (default ImageNet's).")] = None,
+    classes: Annotated[
+        str | None, typer.Option(help="Foreign models: class names a,b,c or a file, one per line.")
+    ] = None,
+    warmup: Annotated[int, typer.Option(help="Untimed warm-up runs (the first is reported as cold).")] = 20,
     min_iters: Annotated[int, typer.Option("--min-iters", help="At least this many timed runs.")] = 100,
     min_seconds: Annotated[float, typer.Option("--min-seconds", help="And at least this much time.")] = 2.0,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Benchmark ONNX models: GMACs counted from the graph, latency percentiles, size."""
+    """Benchmark models on runtimes: latency, memory, accuracy, MACs from the graph; gates exit 8."""
     _setup_logging(verbose)
     try:
-        from edgepipe.bench.cli import bench_models
+        from edgepipe.bench import accuracy, gates
+        from edgepipe.bench.cli import BenchOptions, bench_models
 
-        text = bench_models(models, runtime, threads, batch_size, warmup, min_iters, min_seconds, json_out)
+        flags = accuracy.PreprocessingFlags(
+            image_size,
+            resize,
+            accuracy.parse_floats(mean, "--mean"),
+            accuracy.parse_floats(std, "--std"),
+            accuracy.parse_classes(classes),
+        )
+        opts = BenchOptions(
+            runtimes=runtime or None,
+            threads=threads,
+            batch_sizes=batch_size or [1],
+            warmup=warmup,
+            min_iters=min_iters,
+            min_seconds=min_seconds,
+            precision=precision,
+            hint=hint,
+            data=data,
+            limit=limit,
+            preprocessing=flags,
+            reference=reference,
+            gates=fail_if or [],
+            json_out=json_out,
+            plots_dir=plots,
+        )
+        result = bench_models(models, opts)
+        typer.echo(result.markdown)
+        gates.enforce(result.gates)
     except EdgepipeError as exc:
         _fail(exc)
-    typer.echo(text)
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m edgepipe`

@@ -1,71 +1,363 @@
-"""`edgepipe bench MODEL...`: any ONNX file, with or without edgepipe metadata."""
+"""`edgepipe bench MODEL...`: any exported model on any runtime, measured so the numbers can be trusted.
+
+Every input problem (not a model, wrong input shape or layout, missing runtime, classes the model lacks,
+malformed gate) is found before the first timed run. Then, per model and runtime: peak memory and latency
+(cold first inference, then warm-up, percentiles), accuracy on ``--data`` through that runtime, agreement
+with ``--reference``, and MACs counted on the ONNX graph. Output: an ``edgepipe.bench/1`` JSON document, a
+Markdown table, optional PNG plots, and gate results that ``edgepipe.bench.gates.enforce`` turns into exit 8.
+"""
 
 from __future__ import annotations
 
+import logging
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from edgepipe.artifacts import atomic_write_json
-from edgepipe.bench.harness import bench_row
-from edgepipe.bench.report import markdown_table, speedups
-from edgepipe.bench.timing import environment
+import numpy as np
+
+from edgepipe import __version__
+from edgepipe.artifacts import atomic_write_json, hash_json, sha256_file
+from edgepipe.bench import accuracy as acc
+from edgepipe.bench import gates as gate_mod
+from edgepipe.bench.harness import model_size_mb
+from edgepipe.bench.loading import (
+    RUNNABLE_ON,
+    BenchModel,
+    build_runtime,
+    check_runtimes_installed,
+    compute,
+    load_model,
+    parse_model_arg,
+    select_runtimes,
+    thop_check,
+    unique_names,
+)
+from edgepipe.bench.memory import PeakMemory
+from edgepipe.bench.summary import add_relative, markdown
+from edgepipe.bench.timing import environment, time_callable
 from edgepipe.errors import BenchInputError
 
+log = logging.getLogger(__name__)
 
-def _input_size(path: Path) -> list[int]:
-    import onnx
+SCHEMA = "edgepipe.bench/1"
+PRECISIONS = ("f32", "bf16")
+HINTS = ("LATENCY", "THROUGHPUT")
 
-    try:
-        m = onnx.load(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 - any parse failure means the same thing to the user
-        raise BenchInputError(f"{path} is not an ONNX model; fix: give a .onnx file") from None
-    dims = [d.dim_value or None for d in m.graph.input[0].type.tensor_type.shape.dim]
-    if len(dims) != 4 or any(d is None for d in dims[1:]):
+
+@dataclass
+class BenchOptions:
+    runtimes: list[str] | None = None  # None: each model on its natural runtime
+    threads: int = 2
+    batch_sizes: list[int] = field(default_factory=lambda: [1])
+    warmup: int = 20
+    min_iters: int = 100
+    min_seconds: float = 2.0
+    precision: str = "f32"  # OpenVINO inference precision hint
+    hint: str = "LATENCY"  # OpenVINO performance hint
+    data: str | None = None
+    limit: int | None = None
+    preprocessing: acc.PreprocessingFlags = field(default_factory=acc.PreprocessingFlags)
+    reference: str | None = None
+    gates: list[str] = field(default_factory=list)
+    json_out: Path | None = None
+    plots_dir: Path | None = None
+    opset: int = 17
+
+
+@dataclass
+class BenchResult:
+    doc: dict[str, Any]
+    markdown: str
+
+    @property
+    def gates(self) -> list[dict[str, Any]]:
+        return self.doc["gates"]
+
+
+@dataclass
+class _Plan:
+    """What a model will be fed: resolved before any timing, so bad input fails fast."""
+
+    model: BenchModel
+    pre: dict | None
+    pre_source: str
+    size: list[int]
+    classes: list[str] | None = None
+    classes_source: str | None = None
+    fixed_batch: int | None = None
+
+
+def _check_options(models: list, opts: BenchOptions) -> None:
+    from edgepipe.runtimes import RUNTIME_NAMES
+
+    problems = [
+        (not models, "no model given", "name one or more .onnx/.xml/model.pt files"),
+        (opts.threads < 1, f"--threads {opts.threads} must be >= 1", "pass --threads 1 or more"),
+        (
+            not opts.batch_sizes or min(opts.batch_sizes) < 1,
+            f"--batch-size {opts.batch_sizes} must be >= 1",
+            "pass --batch-size 1 or more",
+        ),
+        (
+            opts.precision not in PRECISIONS,
+            f"unknown --precision '{opts.precision}'",
+            f"use {'|'.join(PRECISIONS)}",
+        ),
+        (opts.hint not in HINTS, f"unknown --hint '{opts.hint}'", f"use {'|'.join(HINTS)}"),
+        (
+            opts.reference is not None and opts.data is None,
+            "--reference needs images to compare on",
+            "pass --data too",
+        ),
+    ]
+    for bad, what, fix in problems:
+        if bad:
+            raise BenchInputError(f"{what}; fix: {fix}")
+    for name in opts.runtimes or []:
+        if name not in RUNTIME_NAMES:
+            raise BenchInputError(f"unknown runtime '{name}'; fix: use one of {', '.join(RUNTIME_NAMES)}")
+
+
+def _plan(model: BenchModel, opts: BenchOptions, data: acc.EvalData | None) -> _Plan:
+    pre, source = acc.resolve_preprocessing(model, opts.preprocessing, need=data is not None)
+    plan = _Plan(model, pre, source, acc.input_size(model, pre))
+    fixed = model.input_shape[0] if model.input_shape else None
+    if fixed is not None and any(b != fixed for b in opts.batch_sizes):
         raise BenchInputError(
-            f"{path}: input shape {dims} is not NCHW with fixed C, H, W; fix: export with a "
-            "fixed image size (only the batch may be dynamic)"
+            f"{model.name} has a fixed batch of {fixed}; fix: pass --batch-size {fixed} or export it with a "
+            "dynamic batch axis"
         )
-    return [int(d) for d in dims[1:]]
+    plan.fixed_batch = fixed
+    if data is not None:
+        plan.classes, plan.classes_source = acc.resolve_classes(model, opts.preprocessing, data)
+    return plan
 
 
-def bench_models(
-    models: list[Path],
-    runtimes: list[str],
-    threads: int,
-    batch_size: int,
-    warmup: int,
-    min_iters: int,
-    min_seconds: float,
-    json_out: Path | None,
-) -> str:
-    from edgepipe.runtimes import get_runtime
+def _accuracy(rt, plan: _Plan, images: acc.Images, data: acc.EvalData) -> tuple[dict[str, Any], np.ndarray]:
+    logits = acc.predict(rt, images, plan.pre, plan.fixed_batch or 64, plan.fixed_batch is not None)  # type: ignore[arg-type]
+    names = acc.output_names(plan.model.name, plan.classes, data, int(logits.shape[1]))
+    return acc.score(logits, images.labels, data, names), acc.predicted_names(logits, names)
 
-    rows = []
-    for path in models:
-        if not path.is_file():
-            raise BenchInputError(f"model file not found: {path}; fix: give the path of an exported .onnx")
-        size = _input_size(path)
-        label = "fp32" if "int8" not in path.stem and "ptq" not in path.stem else path.stem
-        for rt_name in runtimes:
-            options = {"threads": threads} | ({"precision": "f32"} if rt_name == "openvino" else {})
-            rt = get_runtime(rt_name, path, **options)
-            row = bench_row(
-                label,
-                path,
-                rt_name,
-                rt,
-                x=None,
-                y=None,
-                input_size=size,
-                batch_size=batch_size,
-                warmup=warmup,
-                min_iters=min_iters,
-                min_seconds=min_seconds,
-            )
-            row["model"] = path.name if label != "fp32" else label
-            row["runtime_label"] = rt_name + ("-f32" if rt_name == "openvino" else "")
-            rows.append(row)
-    speedups(rows)
+
+def _run_reference(plan: _Plan, opts: BenchOptions, images, data) -> tuple[dict[str, Any], np.ndarray]:
+    m = plan.model
+    rt = build_runtime(m, m.runtimes[0], opts.threads, opts.precision, opts.hint)
+    scores, preds = _accuracy(rt, plan, images, data)
+    log.info("reference %s on %s: top-1 %.2f", m.name, m.runtimes[0], scores["top1"])
+    return {"model": m.name, "file": str(m.path), "runtime": m.runtimes[0], **scores}, preds
+
+
+def bench_models(models: list[str | Path], opts: BenchOptions) -> BenchResult:
+    """Benchmark every model on its runtimes; write JSON/plots if asked; gates are evaluated, not enforced."""
+    gates = [gate_mod.parse_gate(g) for g in opts.gates]
+    _check_options(models, opts)
+    gate_mod.check_inputs(gates, len(models), opts.data is not None, opts.reference is not None)
+    opts = replace(opts, batch_sizes=list(dict.fromkeys(opts.batch_sizes)))  # the caller's object is kept
     env = environment()
-    if json_out is not None:
-        atomic_write_json(json_out, {"schema": "edgepipe.bench/1", "environment": env, "rows": rows})
-    return markdown_table(rows)
+    env["id"] = hash_json(env)[:12]
+    with tempfile.TemporaryDirectory(prefix="edgepipe-bench-") as tmp:
+        args = [parse_model_arg(str(m)) for m in models]
+        names = unique_names([p for p, _ in args])
+        loaded = []
+        for (path, per_model), name in zip(args, names, strict=True):
+            model = load_model(path, name, Path(tmp), opts.opset)
+            model.runtimes = select_runtimes(model, per_model, opts.runtimes)
+            loaded.append(model)
+        ref = None
+        if opts.reference is not None:
+            ref_path, ref_rts = parse_model_arg(opts.reference)
+            ref = load_model(ref_path, str(ref_path), Path(tmp), opts.opset)
+            ref.runtimes = select_runtimes(ref, ref_rts, None)
+            if len(ref.runtimes) != 1:
+                raise BenchInputError(f"--reference {opts.reference}: one runtime only; fix: REF@runtime")
+        check_runtimes_installed({r for m in [*loaded, *([ref] if ref else [])] for r in m.runtimes})
+        data = acc.open_data(opts.data, opts.limit) if opts.data else None
+        plans = [_plan(m, opts, data) for m in loaded]
+        images = acc.Images(data) if data else None
+        reference, ref_preds = (None, None)
+        if ref is not None:
+            reference, ref_preds = _run_reference(_plan(ref, opts, data), opts, images, data)
+        rows, model_docs, notes = [], [], []
+        for plan in plans:
+            doc, model_rows = _bench_model(plan, opts, data, images, ref_preds, env["id"])
+            model_docs.append(doc)
+            rows += model_rows
+            notes += _notes(plan, doc, opts)
+    add_relative(rows, loaded[0].name)
+    notes += _precision_notes(rows, opts, env)
+    doc = {
+        "schema": SCHEMA,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "edgepipe_version": __version__,
+        "environment": env,
+        "settings": _settings(opts, args),
+        "baseline": loaded[0].name,
+        "data": data.describe() if data else None,
+        "reference": reference,
+        "models": model_docs,
+        "rows": rows,
+        "gates": gate_mod.evaluate(gates, rows),
+        "notes": notes,
+        "plots": {},
+    }
+    if opts.plots_dir is not None:
+        from edgepipe.bench import plots
+
+        for key, fn in (
+            ("accuracy_vs_latency", plots.accuracy_vs_latency),
+            ("latency", plots.latency_distribution),
+        ):
+            path = fn(rows, Path(opts.plots_dir) / f"{key}.png")
+            if path is not None:
+                doc["plots"][key] = str(path)
+    for r in rows:  # raw samples feed the plots; the JSON keeps the statistics
+        r["latency"].pop("samples_ms", None)
+    if opts.json_out is not None:
+        atomic_write_json(opts.json_out, doc)
+    return BenchResult(doc, markdown(doc))
+
+
+def _bench_model(plan: _Plan, opts: BenchOptions, data, images, ref_preds, env_id: str):
+    m = plan.model
+    comp = compute(m)
+    size_mb = round(model_size_mb(m.path), 3)
+    doc = {
+        "name": m.name,
+        "file": str(m.path),
+        "kind": m.kind,
+        "sha256": sha256_file(m.path),
+        "size_mb": size_mb,
+        "input_shape": list(m.input_shape),
+        "input_size": plan.size,
+        "preprocessing": plan.pre,
+        "preprocessing_source": plan.pre_source,
+        "classes": plan.classes,
+        "classes_source": plan.classes_source,
+        "runtimes": m.runtimes,
+        "compute": comp,
+        "thop_check": thop_check(m, comp.get("macs"), plan.size),
+    }
+    rows = []
+    rng = np.random.default_rng(0)
+    samples = {b: rng.standard_normal((b, *plan.size), dtype=np.float32) for b in opts.batch_sizes}
+    for rt_name in m.runtimes:
+        with PeakMemory() as mem:
+            rt = build_runtime(m, rt_name, opts.threads, opts.precision, opts.hint)
+            timings = {}
+            for b, x in samples.items():
+                timings[b] = time_callable(
+                    lambda x=x, run=rt.predict: run(x),
+                    opts.warmup,
+                    opts.min_iters,
+                    opts.min_seconds,
+                    batch_size=b,
+                    keep_samples=opts.plots_dir is not None,
+                )
+        scores: dict[str, Any] = {}
+        if data is not None:
+            scores, preds = _accuracy(rt, plan, images, data)
+            if ref_preds is not None:
+                scores["agreement"] = acc.agreement(preds, ref_preds)
+        described = rt.describe()
+        del rt
+        for b, timing in timings.items():
+            top1 = scores.get("top1")
+            rows.append(
+                {
+                    "model": m.name,
+                    "file": str(m.path),
+                    "kind": m.kind,
+                    "runtime": rt_name,
+                    "batch_size": b,
+                    "threads": opts.threads,
+                    "precision_hint": opts.precision if rt_name == "openvino" else None,
+                    "perf_hint": opts.hint if rt_name == "openvino" else None,
+                    "runtime_options": described,
+                    "size_mb": size_mb,
+                    "params": comp.get("params"),
+                    "gmacs": comp.get("gmacs"),
+                    "gflops": comp.get("gflops"),
+                    "int8_mac_share": comp.get("int8_mac_share"),
+                    "compute_source": comp["source"],
+                    "latency": timing,
+                    "memory": mem.result(),
+                    **scores,
+                    "top1_per_gflop": top1 / comp["gflops"]
+                    if top1 is not None and comp.get("gflops")
+                    else None,
+                    "top1_per_ms": top1 / (timing["p50_ms"] / b) if top1 is not None else None,
+                    "environment_id": env_id,
+                }
+            )
+            log.info(
+                "bench %s on %s, batch %d: p50 %.3f ms%s",
+                m.name,
+                rt_name,
+                b,
+                timing["p50_ms"],
+                f", top-1 {top1:.2f}" if top1 is not None else "",
+            )
+    return doc, rows
+
+
+def _notes(plan: _Plan, doc: dict, opts: BenchOptions) -> list[str]:
+    m, notes = plan.model, []
+    if doc["compute"]["source"] != "ONNX graph":
+        notes.append(f"{m.name}: compute from {doc['compute']['source']}")
+    thop = doc["thop_check"]
+    if "thop_macs" in thop:
+        notes.append(
+            f"{m.name}: thop counts {thop['thop_macs'] / 1e9:.4f} GMACs, the graph "
+            f"{thop['graph_macs'] / 1e9:.4f} (graph/thop {thop['ratio_graph_over_thop']:.3f})"
+        )
+    if plan.pre_source.startswith("flags"):
+        notes.append(f"{m.name}: preprocessing from {plan.pre_source}")
+    if plan.classes_source and plan.classes_source.startswith("assumed"):
+        notes.append(f"{m.name}: class names {plan.classes_source}")
+    if opts.runtimes:
+        skipped = [r for r in opts.runtimes if r not in m.runtimes and r not in RUNNABLE_ON[m.kind]]
+        if skipped:
+            can = ", ".join(RUNNABLE_ON[m.kind])
+            notes.append(f"{m.name}: not run on {', '.join(skipped)} ({m.kind} models run on {can})")
+    return notes
+
+
+def _precision_notes(rows: list[dict], opts: BenchOptions, env: dict) -> list[str]:
+    """Say when OpenVINO's precision is not what was asked, or bf16 runs on a CPU without bf16 units."""
+    ov = [r for r in rows if r["runtime"] == "openvino"]
+    notes = []
+    for model in dict.fromkeys(r["model"] for r in ov):
+        eff = next(r for r in ov if r["model"] == model)["runtime_options"]["options"]["effective"]
+        if eff.get("precision") not in (None, opts.precision):
+            notes.append(
+                f"{model}: OpenVINO asked for {opts.precision}, the compiled model reports {eff['precision']}"
+            )
+    if ov and opts.precision == "bf16" and not {"avx512_bf16", "amx_bf16"} & set(env.get("isa_flags", [])):
+        notes.append(
+            "bf16 asked on a CPU without native bf16 (avx512_bf16/amx_bf16): these timings do not show "
+            "bf16 hardware"
+        )
+    return notes
+
+
+def _settings(opts: BenchOptions, args: list) -> dict[str, Any]:
+    return {
+        "runtimes": opts.runtimes,
+        "per_model_runtimes": {str(p): r for p, r in args if r},
+        "threads": opts.threads,
+        "batch_sizes": opts.batch_sizes,
+        "warmup": opts.warmup,
+        "min_iters": opts.min_iters,
+        "min_seconds": opts.min_seconds,
+        "precision": opts.precision,
+        "hint": opts.hint,
+        "data": opts.data,
+        "limit": opts.limit,
+        "preprocessing_flags": asdict(opts.preprocessing),
+        "reference": opts.reference,
+        "gates": opts.gates,
+        "opset": opts.opset,
+    }

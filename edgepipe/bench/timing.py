@@ -24,13 +24,19 @@ _CPUINFO = Path("/proc/cpuinfo")
 
 
 def time_callable(
-    fn: Callable[[], Any], warmup: int, min_iters: int, min_seconds: float, batch_size: int = 1
+    fn: Callable[[], Any],
+    warmup: int,
+    min_iters: int,
+    min_seconds: float,
+    batch_size: int = 1,
+    keep_samples: bool = False,
 ) -> dict[str, Any]:
     """Time ``fn()`` until both ``min_iters`` and ``min_seconds`` of measured time are reached.
 
     The first call is reported apart as ``cold_ms`` (lazy init, allocator and cache warm-up make it
     unrepresentative); it is always made and counts as one of the ``warmup`` calls, which never enter the
     statistics. The stopping rule sums measured call times, so loop overhead never fills ``min_seconds``.
+    ``keep_samples`` adds every measured time as ``samples_ms``, for distribution plots.
     """
     if not callable(fn):
         raise BenchInputError(f"fn must be callable, got {type(fn).__name__}; fix: pass e.g. a lambda")
@@ -57,7 +63,7 @@ def time_callable(
     mean_ms = float(ms.mean())
     p50, p90, p99 = (float(v) for v in np.percentile(ms, [50, 90, 99]))
     log.debug("timed %d iters in %.3f s (cold %.3f ms, p50 %.3f ms)", len(ms), measured, cold_ms, p50)
-    return {
+    stats: dict[str, Any] = {
         "cold_ms": cold_ms,
         "iters": len(ms),
         "mean_ms": mean_ms,
@@ -69,6 +75,9 @@ def time_callable(
         "throughput_ips": batch_size * 1000.0 / mean_ms if mean_ms > 0 else float("inf"),
         "batch_size": batch_size,
     }
+    if keep_samples:
+        stats["samples_ms"] = ms.tolist()
+    return stats
 
 
 def environment() -> dict[str, Any]:
