@@ -1,4 +1,4 @@
-"""Build the models and photos for docs/bench_example (see README_section.md for the commands).
+"""Build the models and photos for docs/bench_example (README.md, "Benchmark any model", has the commands).
 
 torchvision resnet18 and mobilenet_v2 with random weights (weights=None: no download), at 224x224:
   <arch>.onnx       FP32, torch.onnx.export, dynamic batch, no edgepipe metadata (a "foreign" model)
