@@ -142,27 +142,10 @@ def _ir(path: Path, name: str, tmp_dir: Path, opset: int) -> BenchModel:
 
         meta = {k: v for k, v in read_metadata(sibling).items() if k in ("classes", "preprocessing")}
         meta_source = f"sibling {sibling.name} metadata" if meta else None
-    if sibling.is_file():
-        return BenchModel(
-            name,
-            path,
-            "openvino-ir",
-            dims,
-            meta,
-            meta_source,
-            sibling,
-            f"sibling {sibling.name} (assumed to be the IR's source)",
-        )
-    return BenchModel(
-        name,
-        path,
-        "openvino-ir",
-        dims,
-        meta,
-        meta_source,
-        None,
-        "unknown: no .onnx beside the IR to count MACs on",
-    )
+    found = sibling.is_file()
+    compute_note = (f"sibling {sibling.name} (assumed to be the IR's source)" if found
+                    else "unknown: no .onnx beside the IR to count MACs on")
+    return BenchModel(name, path, "openvino-ir", dims, meta, meta_source, sibling if found else None, compute_note)
 
 
 def _checkpoint(path: Path, name: str, tmp_dir: Path, opset: int) -> BenchModel:

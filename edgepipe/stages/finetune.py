@@ -68,6 +68,28 @@ def training_parts(model, data: SplitData, recipe: Recipe, cfg: FinetuneConfig |
     return loader, optimizer, scheduler, criterion
 
 
+def train_model(model, data: SplitData, recipe: Recipe, cfg: FinetuneConfig | QatConfig, dev, freezer,
+                **hooks: Any):
+    """The one training call of finetune and qat: loaders, optimiser, schedule and loss from the recipe;
+    ``hooks`` are fit()'s extra keywords (amp, on_epoch_start, eval_context)."""
+    loader, optimizer, scheduler, criterion = training_parts(model, data, recipe, cfg, dev)
+    return fit(
+        model,
+        loader,
+        data.loader("val"),
+        epochs=cfg.epochs,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        criterion=criterion,
+        device=dev,
+        patience=cfg.patience,
+        max_batches=cfg.max_batches_per_epoch,
+        grad_clip_norm=cfg.grad_clip_norm,
+        freezer=freezer,
+        **hooks,
+    )
+
+
 def evaluation_metrics(model, data: SplitData, dev, out_dir, title: str) -> dict[str, Any]:
     """Val and test summaries for the manifest; metrics_test.json and confusion_test.png on disk."""
     val = evaluate(model, data.loader("val"), dev, description=f"{title} val")
@@ -91,22 +113,7 @@ def run(ctx: StageContext) -> StageResult:
     model.to(dev)
     freezer = freezer_for(model, r.model.arch, r.model.freeze.trainable_last, r.model.freeze.schedule)
     freeze = freezer.summary(model) if freezer is not None else None
-    train, optimizer, scheduler, criterion = training_parts(model, data, r, cfg, dev)
-    result = fit(
-        model,
-        train,
-        data.loader("val"),
-        epochs=cfg.epochs,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        criterion=criterion,
-        device=dev,
-        patience=cfg.patience,
-        amp=cfg.amp,
-        max_batches=cfg.max_batches_per_epoch,
-        grad_clip_norm=cfg.grad_clip_norm,
-        freezer=freezer,
-    )
+    result = train_model(model, data, r, cfg, dev, freezer, amp=cfg.amp)
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
     evals = evaluation_metrics(model, data, dev, ctx.out_dir, title=f"finetune {r.model.arch}")

@@ -10,10 +10,9 @@ from edgepipe.artifacts import StageResult, atomic_path
 from edgepipe.data.loaders import SplitData
 from edgepipe.recipe import Recipe
 from edgepipe.stages.base import StageContext, seed_everything
-from edgepipe.stages.finetune import device, evaluation_metrics, training_parts
+from edgepipe.stages.finetune import device, evaluation_metrics, train_model
 from edgepipe.train.freeze import freezer_for
 from edgepipe.train.history import write_history
-from edgepipe.train.loop import fit
 
 log = logging.getLogger(__name__)
 
@@ -112,23 +111,8 @@ def run(ctx: StageContext) -> StageResult:
         if epoch >= cfg.freeze_observer_epoch:
             freeze_observers(model)
 
-    train_loader, optimizer, scheduler, criterion = training_parts(model, data, r, cfg, dev)
-    result = fit(
-        model,
-        train_loader,
-        data.loader("val"),
-        epochs=cfg.epochs,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        criterion=criterion,
-        device=dev,
-        patience=cfg.patience,
-        max_batches=cfg.max_batches_per_epoch,
-        on_epoch_start=on_epoch_start,
-        eval_context=lambda: _observers_paused(model),
-        grad_clip_norm=cfg.grad_clip_norm,
-        freezer=freezer,
-    )
+    result = train_model(model, data, r, cfg, dev, freezer, on_epoch_start=on_epoch_start,
+                         eval_context=lambda: _observers_paused(model))
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
     freeze_observers(model)
