@@ -129,6 +129,8 @@ def build(
     for i, name in enumerate(stages):
         stage_dir = run_dir / name
         manifest = read_manifest(stage_dir)
+        if only is not None and i > stages.index(only):
+            break  # --only runs one stage: later ones are neither run nor required
         if only is not None and name != only:
             if manifest is None:
                 raise StageError(
@@ -149,7 +151,7 @@ def build(
             log.info("stage %-8s done in %.1fs", name, manifest["wall_time_s"])
             status[name] = {"cached": False, "manifest": manifest}
         _register(inputs, stage_dir, manifest)
-    if "bench" in stages:
+    if "bench" in status:
         from edgepipe.bench.report import write_run_report
 
         write_run_report(run_dir, recipe, status)

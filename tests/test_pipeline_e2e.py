@@ -67,6 +67,8 @@ def test_second_build_skips_every_stage(run):
 
 
 def test_only_and_from_rerun_what_they_name(run):
+    status = build(load_recipe(run["recipe"]), run["out"], only="ptq")
+    assert [n for n, s in status.items() if not s["cached"]] == ["ptq"] and "bench" not in status
     status = build(load_recipe(run["recipe"]), run["out"], only="bench")
     assert [n for n, s in status.items() if not s["cached"]] == ["bench"]
     status = build(load_recipe(run["recipe"]), run["out"], from_stage="ptq")
