@@ -107,7 +107,6 @@ class StageResult:
 
     outputs: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @contextlib.contextmanager

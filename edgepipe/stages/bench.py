@@ -93,7 +93,5 @@ def run(ctx: StageContext) -> StageResult:
     atomic_write_json(ctx.out_dir / "rows.json", {"environment": env, "rows": rows})
     atomic_write_json(ctx.out_dir / "predictions.json", {"labels": y.tolist(), "preds": preds})
     return StageResult(
-        outputs={"rows": "rows.json", "predictions": "predictions.json"},
-        metrics={"rows": len(rows)},
-        extra={"rows": rows, "environment": env},
+        outputs={"rows": "rows.json", "predictions": "predictions.json"}, metrics={"rows": len(rows)}
     )
