@@ -50,8 +50,12 @@ class DataConfig(_Strict):
     root: Path | None = Field(default=None, description="an ImageFolder: one sub-folder of images per class")
     image_size: int = Field(default=224, ge=16, le=1024)
     crop_pct: float = Field(default=0.875, gt=0, le=1, description="eval: resize to size/crop_pct, crop")
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, float, float] | None = Field(
+        default=None, description="normalisation mean on [0, 1] pixels; null: the model's (its registry entry)"
+    )
+    std: tuple[float, float, float] | None = Field(
+        default=None, description="normalisation std on [0, 1] pixels; null: the model's (its registry entry)"
+    )
     val_fraction: float = Field(default=0.1, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.1, gt=0, lt=0.5, description="used only without a test split")
     limit_per_class: int | None = Field(default=None, ge=1, description="subsample each class (smoke runs)")

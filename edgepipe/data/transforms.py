@@ -7,16 +7,25 @@ from typing import Any
 from edgepipe.recipe import AugmentConfig, DataConfig
 
 
-def preprocessing_from(cfg: DataConfig) -> dict[str, Any]:
-    """The preprocessing record stored in checkpoints, manifests and ONNX metadata_props."""
+def preprocessing_from(cfg: DataConfig, arch: str) -> dict[str, Any]:
+    """The preprocessing record stored in checkpoints, manifests and ONNX metadata_props.
+
+    Mean and std come from the recipe when it sets them, else from the model's registry entry (the statistics
+    its pretrained weights expect, e.g. (x - 127) / 128 for EfficientNet-Lite0).
+    """
+    from edgepipe.models.registry import get_spec
+
+    spec = get_spec(arch)
+    mean = cfg.mean if cfg.mean is not None else spec.mean
+    std = cfg.std if cfg.std is not None else spec.std
     resize = int(round(cfg.image_size / cfg.crop_pct))
     return {
         "input_size": [3, cfg.image_size, cfg.image_size],
         "resize": resize,
         "crop": cfg.image_size,
         "interpolation": "bilinear",
-        "mean": list(cfg.mean),
-        "std": list(cfg.std),
+        "mean": list(mean),
+        "std": list(std),
         "color": "RGB",
         "layout": "NCHW",
         "scale": "x/255 then (x-mean)/std",

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgepipe.errors import ModelError
+from edgepipe.recipe import IMAGENET_MEAN, IMAGENET_STD
 
 Builder = Callable[..., Any]
 
@@ -25,6 +26,11 @@ class ModelSpec:
     # model -> the backbone's blocks, input to output, that model.freeze counts from the end; everything
     # outside them (pooling, head) always trains. The same call must work on the fused, prepared QAT twin.
     blocks: Callable[[Any], list[Any]] | None = None
+    # Input normalisation the pretrained weights expect, on pixels scaled to [0, 1]: (x - mean) / std.
+    # data.mean / data.std in a recipe override it (e.g. for weights trained with other statistics).
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    pretrained_size: int = 224  # the input size the ImageNet weights were trained at (a hint, not a limit)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -104,7 +104,7 @@ def run(ctx: StageContext) -> StageResult:
 
     r, cfg = ctx.recipe, ctx.recipe.finetune
     seed_everything(r.seed)
-    pre = preprocessing_from(r.data)
+    pre = preprocessing_from(r.data, r.model.arch)
     data = SplitData(ctx.input("split"), r.data, pre, r.seed)
     from edgepipe.models.build import build_model
 
