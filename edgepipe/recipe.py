@@ -7,6 +7,7 @@ and what would fix it, e.g. ``qat.epochs: must be >= 0 (got -1)``.
 from __future__ import annotations
 
 import difflib
+import typing
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +26,44 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class AffineConfig(_Strict):
+    """Random translation, scaling and shear (v2.RandomAffine); ``rotation`` stays its own key."""
+
+    translate: float = Field(default=0.0, ge=0, le=1, description="max shift, fraction of width/height")
+    scale: tuple[float, float] | None = Field(default=None, description="[low, high] zoom range; null: none")
+    shear: float = Field(default=0.0, ge=0, lt=90, description="max shear along x, degrees")
+
+    @model_validator(mode="after")
+    def _does_something(self) -> AffineConfig:
+        if self.scale is not None and not (0 < self.scale[0] <= self.scale[1] <= 4):
+            raise ValueError(
+                f"affine.scale must be [low, high] with 0 < low <= high <= 4 (got {list(self.scale)})"
+            )
+        if self.translate == 0 and self.shear == 0 and self.scale in (None, (1.0, 1.0)):
+            raise ValueError(
+                "affine changes nothing; fix: give translate, scale or shear (e.g. {translate: 0.1}) "
+                "or remove affine"
+            )
+        return self
+
+
+class PerspectiveConfig(_Strict):
+    """Random perspective warp (v2.RandomPerspective)."""
+
+    distortion_scale: float = Field(gt=0, le=1, description="how far corners may move, 0..1")
+    p: float = Field(default=0.5, gt=0, le=1, description="probability an image is warped")
+
+
+class RandomCropConfig(_Strict):
+    """A plain random crop (v2.RandomCrop) of image_size from the image resized to image_size / crop_pct,
+    optionally padded first: shifts the content without rescaling it, unlike RandomResizedCrop."""
+
+    padding: int = Field(default=0, ge=0, le=512, description="pixels added on each side before cropping")
+    padding_mode: Literal["constant", "edge", "reflect"] = Field(
+        default="constant", description="constant pads with black"
+    )
+
+
 class AugmentConfig(_Strict):
     """Training-time augmentation (torchvision.transforms.v2); evaluation never augments."""
 
@@ -35,6 +74,11 @@ class AugmentConfig(_Strict):
     rotation: float = Field(default=0.0, ge=0, le=180, description="max rotation in degrees")
     color_jitter: float = Field(default=0.0, ge=0, le=1, description="brightness/contrast/saturation")
     random_erasing: float = Field(default=0.0, ge=0, le=1, description="probability")
+    affine: AffineConfig | None = Field(default=None, description="translate/scale/shear; null: none")
+    perspective: PerspectiveConfig | None = Field(default=None, description="null: none")
+    random_crop: RandomCropConfig | None = Field(
+        default=None, description="plain random crop (+ padding) instead of the centre crop; rrc_scale: null"
+    )
 
     @model_validator(mode="after")
     def _scale_range(self) -> AugmentConfig:
@@ -42,6 +86,11 @@ class AugmentConfig(_Strict):
             lo, hi = self.rrc_scale
             if not (0 < lo <= hi <= 1):
                 raise ValueError("rrc_scale must be [low, high] with 0 < low <= high <= 1")
+            if self.random_crop is not None:
+                raise ValueError(
+                    "random_crop and rrc_scale are two ways to crop; fix: set rrc_scale: null to use "
+                    "random_crop, or remove random_crop"
+                )
         return self
 
 
@@ -51,7 +100,7 @@ class DataConfig(_Strict):
     image_size: int = Field(default=224, ge=16, le=1024)
     crop_pct: float = Field(default=0.875, gt=0, le=1, description="eval: resize to size/crop_pct, crop")
     mean: tuple[float, float, float] | None = Field(
-        default=None, description="normalisation mean on [0, 1] pixels; null: the model's (its registry entry)"
+        default=None, description="normalisation mean on [0, 1] pixels; null: the model's registry entry"
     )
     std: tuple[float, float, float] | None = Field(
         default=None, description="normalisation std on [0, 1] pixels; null: the model's (its registry entry)"
@@ -72,6 +121,13 @@ class DataConfig(_Strict):
         if (self.dataset is None) == (self.root is None):
             raise ValueError(
                 "give exactly one of data.dataset (a built-in name) or data.root (an ImageFolder)"
+            )
+        crop = self.augment.random_crop
+        whole = round(self.image_size / self.crop_pct) == self.image_size
+        if crop is not None and crop.padding == 0 and whole:
+            raise ValueError(
+                "augment.random_crop with padding 0 and crop_pct 1.0 crops the whole image (does nothing); "
+                "fix: set random_crop.padding > 0 or crop_pct < 1"
             )
         return self
 
@@ -285,7 +341,10 @@ def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     for part in loc:
         field = model.model_fields.get(str(part))
         ann = getattr(field, "annotation", None)
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+        # an optional section (``AffineConfig | None``) suggests the section's own keys
+        models = [a for a in (ann, *typing.get_args(ann)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        ann = models[0] if models else None
+        if ann is None:
             return list(model.model_fields)
         model = ann
     return list(model.model_fields)

@@ -1,4 +1,4 @@
-"""Train/eval transforms (torchvision.transforms.v2) built from the preprocessing that travels with a model."""
+"""Train/eval transforms (torchvision.transforms.v2) from the preprocessing that travels with a model."""
 
 from __future__ import annotations
 
@@ -48,6 +48,7 @@ def eval_transform(pre: dict[str, Any]):
 
 
 def train_transform(pre: dict[str, Any], aug: AugmentConfig):
+    """Crop (random resized, random, or centre), then geometric, then colour; erasing after normalising."""
     import torch
     from torchvision.transforms import v2
 
@@ -55,12 +56,30 @@ def train_transform(pre: dict[str, Any], aug: AugmentConfig):
     ops: list = [v2.PILToTensor()]
     if aug.rrc_scale is not None:
         ops.append(v2.RandomResizedCrop(size, scale=aug.rrc_scale, antialias=True))
+    elif aug.random_crop is not None:
+        crop = aug.random_crop
+        ops += [
+            v2.Resize(pre["resize"], antialias=True),
+            v2.RandomCrop(size, padding=crop.padding or None, padding_mode=crop.padding_mode),
+        ]
     else:
         ops += [v2.Resize(pre["resize"], antialias=True), v2.CenterCrop(size)]
     if aug.hflip:
         ops.append(v2.RandomHorizontalFlip())
     if aug.rotation:
         ops.append(v2.RandomRotation(aug.rotation))
+    if aug.affine is not None:
+        a = aug.affine
+        ops.append(
+            v2.RandomAffine(
+                degrees=0,
+                translate=(a.translate, a.translate) if a.translate else None,
+                scale=a.scale,
+                shear=a.shear or None,
+            )
+        )
+    if aug.perspective is not None:
+        ops.append(v2.RandomPerspective(aug.perspective.distortion_scale, p=aug.perspective.p))
     if aug.color_jitter:
         j = aug.color_jitter
         ops.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
