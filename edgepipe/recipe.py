@@ -225,6 +225,13 @@ _ONLY_WITH = {
 }
 
 
+def _on_off(value: object) -> object:
+    """YAML 1.1 reads unquoted on/off (and yes/no) as booleans: read them back as the words."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
+
+
 class _TrainOptions(_Strict):
     """Optimiser, lr schedule, loss and clipping: the same knobs for finetune and qat (one loop)."""
 
@@ -246,6 +253,14 @@ class _TrainOptions(_Strict):
         default="none", description="balanced: weight each class by n / (classes * class size) in train"
     )
     grad_clip_norm: float | None = Field(default=None, gt=0, description="clip the global gradient norm")
+    channels_last: Literal["auto", "on", "off"] = Field(
+        default="auto", description="NHWC tensors; auto: on with CUDA only (see train/precision.py)"
+    )
+
+    @field_validator("channels_last", mode="before")
+    @classmethod
+    def _switch(cls, v: object) -> object:
+        return _on_off(v)
 
     @model_validator(mode="after")
     def _options_in_use(self) -> _TrainOptions:
@@ -269,8 +284,17 @@ class FinetuneConfig(_TrainOptions):
     label_smoothing: float = Field(default=0.1, ge=0, lt=1)
     warmup_epochs: int = Field(default=0, ge=0)
     patience: int = Field(default=5, ge=1, description="early stopping on val top-1")
-    amp: bool = Field(default=True, description="mixed precision when on CUDA; ignored on CPU")
+    amp: Literal["auto", "on", "off", "bf16"] = Field(
+        default="auto",
+        description="auto: float16 autocast + GradScaler with CUDA, off on CPU; on: float16, CUDA only; "
+        "bf16: bfloat16 autocast on any device (QAT always trains in float32)",
+    )
     max_batches_per_epoch: int | None = Field(default=None, ge=1)
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_switch(cls, v: object) -> object:
+        return _on_off(v)
 
 
 class QatConfig(_TrainOptions):

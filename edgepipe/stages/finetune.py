@@ -85,6 +85,7 @@ def train_model(model, data: SplitData, recipe: Recipe, cfg: FinetuneConfig | Qa
         patience=cfg.patience,
         max_batches=cfg.max_batches_per_epoch,
         grad_clip_norm=cfg.grad_clip_norm,
+        channels_last=cfg.channels_last,
         freezer=freezer,
         **hooks,
     )

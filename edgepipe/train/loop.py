@@ -17,6 +17,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from edgepipe.progress import track
+from edgepipe.train import precision
 from edgepipe.train.optim import as_schedule
 
 if TYPE_CHECKING:
@@ -51,14 +52,20 @@ def train_one_epoch(
     description: str = "train",
     grad_clip_norm: float | None = None,
     keep_eval: Sequence[Any] = (),
+    amp_dtype=None,
+    channels_last: bool = False,
 ) -> dict[str, float]:
     """One pass over ``loader``; ``scheduler`` is stepped per batch (an LrSchedule or a torch scheduler).
 
     ``keep_eval`` modules (frozen blocks) stay in eval mode, so their BatchNorm statistics do not move.
+    ``amp_dtype`` is the autocast dtype (float16 when only a ``scaler`` is given; None: float32), and
+    ``channels_last`` converts each batch to NHWC for a model already converted (see precision.py).
     """
     import torch
 
     schedule = as_schedule(scheduler)
+    if amp_dtype is None and scaler is not None:
+        amp_dtype = torch.float16
     model.train()
     for module in keep_eval:
         module.eval()
@@ -69,7 +76,9 @@ def train_one_epoch(
     for images, labels in track(batches, description, total):
         wait += time.perf_counter() - t_wait
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        with torch.autocast(device.type, enabled=scaler is not None):
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             logits = model(images)
             loss = criterion(logits, labels)
         optimizer.zero_grad(set_to_none=True)
@@ -135,7 +144,8 @@ def fit(
     criterion,
     device,
     patience: int,
-    amp: bool = False,
+    amp: str = "off",
+    channels_last: str = "off",
     max_batches: int | None = None,
     on_epoch_start: Callable[[int], None] | None = None,
     on_epoch_end: Callable[[int, dict], None] | None = None,
@@ -152,7 +162,11 @@ def fit(
     """
     import torch
 
-    scaler = torch.amp.GradScaler("cuda") if (amp and device.type == "cuda") else None
+    amp_dtype = precision.amp_dtype(amp, device)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None  # bf16 needs no scaling
+    nhwc = precision.channels_last(channels_last, device)
+    if nhwc:  # before any DDP wrap
+        model.to(memory_format=torch.channels_last)
     schedule = as_schedule(scheduler)
     result = result or FitResult()
     for epoch in range(start_epoch, epochs):
@@ -173,6 +187,8 @@ def fit(
             description=f"epoch {epoch + 1}/{epochs} train",
             grad_clip_norm=grad_clip_norm,
             keep_eval=freezer.frozen if freezer is not None else (),
+            amp_dtype=amp_dtype,
+            channels_last=nhwc,
         )
         with eval_context():
             va = evaluate(model, val_loader, device, criterion, description=f"epoch {epoch + 1}/{epochs} val")
@@ -209,4 +225,6 @@ def fit(
             log.info("early stop: val top-1 has not improved for %d epochs", patience)
             result.stopped_early = True
             break
+    if nhwc:  # hand the model back in the usual layout: best_state loads into it, checkpoints stay NCHW
+        model.to(memory_format=torch.contiguous_format)
     return result

@@ -1,0 +1,41 @@
+"""Mixed precision and memory format for the training loop, resolved from a recipe's auto|on|off settings.
+
+``auto`` means what pays off on the device: on CUDA, float16 autocast with a GradScaler and channels-last
+tensors (tensor-core convolutions want NHWC); on a CPU, neither (CPU float16/bfloat16 autocast is slow
+without native bf16, and oneDNN picks its own blocked layouts). An explicit value is never second-guessed:
+``amp: on`` without CUDA is an error rather than a silent fall-back, ``amp: bf16`` is bfloat16 autocast on
+any device (no loss scaling needed), ``channels_last: on`` applies on a CPU too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgepipe.errors import StageError
+
+AMP_SETTINGS = ("auto", "on", "off", "bf16")
+LAYOUT_SETTINGS = ("auto", "on", "off")
+
+
+def amp_dtype(setting: str, device: Any):
+    """The autocast dtype for ``setting`` on ``device``, or None for full float32."""
+    import torch
+
+    if setting not in AMP_SETTINGS:
+        raise ValueError(f"amp must be one of {AMP_SETTINGS} (got {setting!r})")
+    cuda = device.type == "cuda"
+    if setting == "bf16":
+        return torch.bfloat16
+    if setting == "on" and not cuda:
+        raise StageError(
+            f"finetune.amp: on needs a CUDA device, and this run is on {device.type}; "
+            "fix: set finetune.amp to auto (float16 only on CUDA), bf16 (bfloat16 autocast, CPU too) or off"
+        )
+    return torch.float16 if setting == "on" or (setting == "auto" and cuda) else None
+
+
+def channels_last(setting: str, device: Any) -> bool:
+    """Whether to train in channels-last (NHWC) memory format."""
+    if setting not in LAYOUT_SETTINGS:
+        raise ValueError(f"channels_last must be one of {LAYOUT_SETTINGS} (got {setting!r})")
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
