@@ -329,6 +329,14 @@ class PtqConfig(_Strict):
     calibration_images: int = Field(default=256, ge=1)
 
 
+# --fail-if metrics that only the `edgepipe bench` command measures, and why
+_NOT_IN_BENCH_STAGE = {
+    "agreement": "it needs --reference; export records agreement and fails below export.min_agreement",
+    "macro_f1": "use edgepipe bench --data",
+    "peak_mb": "use edgepipe bench",
+}
+
+
 class BenchConfig(_Strict):
     threads: int = Field(default=2, ge=1, le=256)
     batch_size: int = Field(default=1, ge=1, le=1024)
@@ -336,6 +344,29 @@ class BenchConfig(_Strict):
     min_iters: int = Field(default=100, ge=1)
     min_seconds: float = Field(default=2.0, ge=0)
     runtimes: tuple[Literal["onnxruntime", "openvino"], ...] = ("onnxruntime", "openvino")
+    fail_if: tuple[str, ...] = Field(
+        default=(),
+        description="edgepipe bench --fail-if gates (e.g. size_mb>100) checked on every row; baseline: fp32",
+    )
+
+    @field_validator("fail_if")
+    @classmethod
+    def _gates(cls, gates: tuple[str, ...]) -> tuple[str, ...]:
+        from edgepipe.bench.gates import METRICS, parse_gate
+        from edgepipe.errors import BenchInputError
+
+        for text in gates:
+            try:
+                gate = parse_gate(text)
+            except BenchInputError as exc:
+                raise ValueError(str(exc).replace("--fail-if", "fail_if:")) from None
+            if gate.metric in _NOT_IN_BENCH_STAGE:
+                usable = ", ".join(m for m in METRICS if m not in _NOT_IN_BENCH_STAGE)
+                raise ValueError(
+                    f"gate '{text}': the bench stage does not measure {gate.metric} "
+                    f"({_NOT_IN_BENCH_STAGE[gate.metric]}); fix: use one of {usable}"
+                )
+        return gates
 
 
 class Recipe(_Strict):

@@ -44,6 +44,25 @@ def _runtimes(cfg, env: dict) -> list[tuple[str, str, dict]]:
     return out
 
 
+def check_gates(gates: tuple[str, ...], rows: list[dict]) -> list[dict[str, Any]]:
+    """bench.fail_if, evaluated as ``edgepipe bench --fail-if`` does with fp32 as the baseline (each OpenVINO
+    precision compared with its own fp32 row); the stage fails naming every gate that failed."""
+    from edgepipe.bench import gates as gate_mod
+    from edgepipe.bench.summary import add_relative
+    from edgepipe.errors import GateFailed
+
+    if not gates:
+        return []
+    view = [{**r, "runtime": r["runtime_label"], "batch_size": r["latency"]["batch_size"]} for r in rows]
+    add_relative(view, "fp32")
+    results = gate_mod.evaluate([gate_mod.parse_gate(g) for g in gates], view)
+    try:
+        gate_mod.enforce(results)
+    except GateFailed as exc:
+        raise GateFailed(f"bench.fail_if: {exc}") from None
+    return results
+
+
 def run(ctx: StageContext) -> StageResult:
     from edgepipe.runtimes import get_runtime
 
@@ -89,9 +108,11 @@ def run(ctx: StageContext) -> StageResult:
                 row["latency"]["p50_ms"],
             )
     speedups(rows)
+    gates = check_gates(cfg.fail_if, rows)
     preds = {f"{r_['model']}|{r_['runtime_label']}": r_.pop("preds").tolist() for r_ in rows}
     atomic_write_json(ctx.out_dir / "rows.json", {"environment": env, "rows": rows})
     atomic_write_json(ctx.out_dir / "predictions.json", {"labels": y.tolist(), "preds": preds})
     return StageResult(
-        outputs={"rows": "rows.json", "predictions": "predictions.json"}, metrics={"rows": len(rows)}
+        outputs={"rows": "rows.json", "predictions": "predictions.json"},
+        metrics={"rows": len(rows), "gates": gates},
     )
