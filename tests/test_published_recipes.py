@@ -1,0 +1,67 @@
+"""The recipes that reproduce published set-ups load, validate and say what the set-ups did."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgepipe.models.registry import available
+from edgepipe.recipe import load_recipe
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+PUBLISHED = (
+    "mnv3_large_151animals",
+    "resnet50_focal_restarts",
+    "resnext50_gradual_unfreeze",
+    "mnv3_large_label_smoothing",
+)
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_recipe_loads_and_names_a_registered_arch(path):
+    r = load_recipe(path)
+    assert r.name == path.stem or path.stem not in PUBLISHED
+    assert r.model.arch in available()
+
+
+@pytest.mark.parametrize("name", PUBLISHED)
+def test_published_recipes_start_from_imagenet_with_a_placeholder_root(name):
+    r = load_recipe(RECIPES / f"{name}.yaml")
+    assert r.model.pretrained == "imagenet" and str(r.data.root) == "/path/to/your/imagefolder"
+
+
+def test_mnv3_151animals_larger_input_last_layers_then_qat_of_the_last_eight_blocks():
+    r = load_recipe(RECIPES / "mnv3_large_151animals.yaml")
+    assert r.model.arch == "mobilenet_v3_large" and r.data.image_size > 224
+    assert r.model.freeze.trainable_last == 8 and r.qat.trainable_last == 8
+    assert r.stages == ("finetune", "qat", "export", "bench")
+
+
+def test_resnet50_focal_warm_restarts_under_100_mb():
+    r = load_recipe(RECIPES / "resnet50_focal_restarts.yaml")
+    assert r.model.arch == "resnet50" and r.finetune.loss == "focal"
+    assert r.finetune.scheduler == "cosine_restarts" and r.finetune.patience >= r.finetune.t0_epochs
+    assert r.bench.fail_if == ("size_mb>100",)
+
+
+def test_resnext50_unfreezes_fc_then_layer4_layer3_then_layers_2_and_1():
+    r = load_recipe(RECIPES / "resnext50_gradual_unfreeze.yaml")
+    assert r.model.arch == "resnext50_32x4d"
+    assert r.model.freeze.trainable_last == 0
+    assert r.model.freeze.schedule == {10: 1, 20: 2, 30: 4}
+    assert r.finetune.epochs > 30 and r.qat.trainable_last == 4
+
+
+def test_mnv3_label_smoothing_adamw_cosine_amp_and_its_augmentation():
+    r = load_recipe(RECIPES / "mnv3_large_label_smoothing.yaml")
+    ft, aug = r.finetune, r.data.augment
+    assert (ft.optimizer, ft.scheduler, ft.amp, ft.label_smoothing) == ("adamw", "cosine", "auto", 0.1)
+    assert (r.data.batch_size, ft.epochs, ft.patience) == (64, 80, 10)
+    assert aug.hflip and aug.rotation > 0 and aug.color_jitter > 0 and aug.random_erasing > 0
+    assert aug.affine is not None and (aug.affine.translate, aug.affine.scale, aug.affine.shear) == (
+        0.1,
+        (0.9, 1.1),
+        10,
+    )
+    assert aug.rrc_scale is None and aug.random_crop is not None
