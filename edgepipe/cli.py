@@ -27,6 +27,8 @@ log = logging.getLogger("edgepipe")
 def _setup_logging(verbose: bool) -> None:
     from rich.logging import RichHandler
 
+    from edgepipe.train.distributed import is_main
+
     handler = RichHandler(
         show_path=False,
         show_time=True,
@@ -34,9 +36,10 @@ def _setup_logging(verbose: bool) -> None:
         rich_tracebacks=False,
         console=__import__("rich.console").console.Console(stderr=True),
     )
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", handlers=[handler], force=True
-    )
+    level = logging.DEBUG if verbose else logging.INFO
+    if not is_main():  # under torchrun rank 0 logs; the others speak only when something breaks
+        level = logging.ERROR
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
     for noisy in ("matplotlib", "PIL", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -79,9 +82,15 @@ def build(
             "--only", metavar="STAGE", help="Run just this stage on the cached outputs of earlier ones."
         ),
     ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue a killed finetune or qat from its last saved epoch."),
+    ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
-    """Run a recipe's stages in order; unchanged stages are skipped. Report: OUT/<recipe name>/report.json."""
+    """Run a recipe's stages in order; unchanged stages are skipped. Report: OUT/<recipe name>/report.json.
+
+    Under torchrun (torchrun --nproc_per_node=N -m edgepipe build RECIPE) finetune and qat train with DDP."""
     _setup_logging(verbose)
     try:
         from edgepipe.pipeline import build as run_build
@@ -90,14 +99,20 @@ def build(
         r = load_recipe(recipe)
         if from_stage and only:
             raise EdgepipeError("--from and --only exclude each other; fix: give one of them")
-        status = run_build(r, out, force=force, from_stage=from_stage, only=only)
+        status = run_build(r, out, force=force, from_stage=from_stage, only=only, resume=resume)
     except EdgepipeError as exc:
         _fail(exc)
     except KeyboardInterrupt:
         typer.echo(
-            "error: interrupted; completed stages are kept, rerun the same command to resume", err=True
+            "error: interrupted; completed stages are kept, rerun the same command with --resume to "
+            "continue",
+            err=True,
         )
         raise typer.Exit(130) from None
+    from edgepipe.train.distributed import is_main
+
+    if not is_main():
+        return
     run_dir = out / r.name
     ran = [n for n, s in status.items() if not s["cached"]]
     typer.echo(f"stages run: {', '.join(ran) or 'none (all cached)'}")
@@ -200,3 +215,7 @@ def bench(
 
 def run() -> None:  # pragma: no cover - console entry for `python -m edgepipe`
     sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover - `torchrun -m edgepipe.cli build RECIPE`
+    run()

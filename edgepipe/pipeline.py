@@ -2,11 +2,16 @@
 
 A stage's cache key hashes its recipe slice, the content hashes of its inputs and the package versions
 (as Olive's cache and DVC's lock file do); it is done only when its manifest.json exists.
+
+Under torchrun every rank runs this loop with the same decisions: stages marked ``distributed`` (finetune,
+qat) run on all ranks, the others on rank 0 alone; rank 0 alone publishes, and a barrier after each stage
+lets the other ranks read what it published. They leave once no distributed stage is left.
 """
 
 from __future__ import annotations
 
 import logging
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +30,9 @@ from edgepipe.artifacts import (
 from edgepipe.errors import RecipeError, StageError
 from edgepipe.recipe import Recipe
 from edgepipe.stages.base import StageContext
+from edgepipe.train import distributed as ddp
+from edgepipe.train.resume import discard as discard_partial
+from edgepipe.train.resume import partial_dir
 
 log = logging.getLogger(__name__)
 
@@ -71,18 +79,47 @@ def _key(name: str, recipe: Recipe, inputs: dict[str, dict]) -> str:
     )
 
 
-def _run_stage(name: str, recipe: Recipe, run_dir: Path, inputs: dict[str, dict], key: str) -> dict:
+def _context(name: str, recipe: Recipe, run_dir: Path, inputs: dict, key: str, out: Path, resume: bool):
+    return StageContext(
+        recipe=recipe,
+        out_dir=out,
+        run_dir=run_dir,
+        inputs={n: Path(v["path"]) for n, v in inputs.items()},
+        key=key,
+        resume=resume,
+        partial_dir=partial_dir(run_dir / name),
+    )
+
+
+def _run_on_rank(name: str, recipe: Recipe, run_dir: Path, inputs: dict, key: str, resume: bool) -> dict:
+    """A rank other than 0: train with the others if the stage is distributed, then read rank 0's result."""
+    if getattr(stage_module(name), "distributed", False):
+        with tempfile.TemporaryDirectory() as scratch:  # such a rank writes nothing; never into the run
+            stage_module(name).run(_context(name, recipe, run_dir, inputs, key, Path(scratch), resume))
+    ddp.barrier()
+    manifest = read_manifest(run_dir / name)
+    if manifest is None or manifest.get("key") != key:
+        raise StageError(f"stage {name}: rank 0 published no result for this run; see rank 0's error")
+    return manifest
+
+
+def _run_stage(
+    name: str,
+    recipe: Recipe,
+    run_dir: Path,
+    inputs: dict[str, dict],
+    key: str,
+    resume: bool = False,
+    shared: bool = False,
+) -> dict:
+    """Run one stage; ``shared``: other torchrun ranks are still in the loop and wait for its result."""
+    if not ddp.is_main():
+        return _run_on_rank(name, recipe, run_dir, inputs, key, resume)
     mod = stage_module(name)
     final = run_dir / name
     t0 = time.perf_counter()
     with staging_dir(final) as tmp:
-        ctx = StageContext(
-            recipe=recipe,
-            out_dir=tmp,
-            run_dir=run_dir,
-            inputs={n: Path(v["path"]) for n, v in inputs.items()},
-        )
-        result = mod.run(ctx)
+        result = mod.run(_context(name, recipe, run_dir, inputs, key, tmp, resume))
         outputs = {}
         for out_name, rel in result.outputs.items():
             path = tmp / rel
@@ -103,6 +140,9 @@ def _run_stage(name: str, recipe: Recipe, run_dir: Path, inputs: dict[str, dict]
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         atomic_write_json(tmp / MANIFEST, manifest)
+    discard_partial(final)  # published: its training state is no longer needed
+    if shared:
+        ddp.barrier()
     return manifest
 
 
@@ -112,9 +152,24 @@ def _register(inputs: dict[str, dict], stage_dir: Path, manifest: dict) -> None:
 
 
 def build(
-    recipe: Recipe, out: Path, force: bool = False, from_stage: str | None = None, only: str | None = None
+    recipe: Recipe,
+    out: Path,
+    force: bool = False,
+    from_stage: str | None = None,
+    only: str | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Run the recipe's stages in order; returns {stage: {"cached": bool, "manifest": ...}}."""
+    """Run the recipe's stages in order; returns {stage: {"cached": bool, "manifest": ...}}.
+
+    ``resume`` continues a killed finetune or qat from its last saved epoch (see train/resume.py).
+    """
+    with ddp.session():
+        return _build(recipe, out, force, from_stage, only, resume)
+
+
+def _build(
+    recipe: Recipe, out: Path, force: bool, from_stage: str | None, only: str | None, resume: bool
+) -> dict[str, Any]:
     stages = plan(recipe)
     for flag, value in (("--from", from_stage), ("--only", only)):
         if value is not None and value not in stages:
@@ -126,9 +181,15 @@ def build(
     inputs: dict[str, dict] = {}
     status: dict[str, Any] = {}
     start = stages.index(from_stage) if from_stage else len(stages)
+    last_shared = max((i for i, n in enumerate(stages) if getattr(stage_module(n), "distributed", False)),
+                      default=-1)
     for i, name in enumerate(stages):
+        if i > last_shared and not ddp.is_main():
+            break  # no training left: rank 0 runs the rest alone
         stage_dir = run_dir / name
         manifest = read_manifest(stage_dir)
+        if i <= last_shared:  # every rank decides from rank 0's view of the run folder
+            manifest = ddp.broadcast_object(manifest)
         if only is not None and i > stages.index(only):
             break  # --only runs one stage: later ones are neither run nor required
         if only is not None and name != only:
@@ -147,11 +208,11 @@ def build(
             status[name] = {"cached": True, "manifest": manifest}
         else:
             log.info("stage %-8s running -> %s", name, stage_dir)
-            manifest = _run_stage(name, recipe, run_dir, inputs, key)
+            manifest = _run_stage(name, recipe, run_dir, inputs, key, resume, shared=i <= last_shared)
             log.info("stage %-8s done in %.1fs", name, manifest["wall_time_s"])
             status[name] = {"cached": False, "manifest": manifest}
         _register(inputs, stage_dir, manifest)
-    if "bench" in status:
+    if "bench" in status and ddp.is_main():
         from edgepipe.bench.report import write_run_report
 
         write_run_report(run_dir, recipe, status)

@@ -1,4 +1,5 @@
-"""Progress bars for long loops (rich); quiet when stderr is not a terminal or EDGEPIPE_PROGRESS=0."""
+"""Progress bars for long loops (rich); quiet when stderr is not a terminal, EDGEPIPE_PROGRESS=0, or on a
+torchrun rank other than 0 (N bars redrawing one terminal is noise)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ T = TypeVar("T")
 
 
 def enabled() -> bool:
+    if os.environ.get("RANK", "0") != "0":
+        return False
     return os.environ.get("EDGEPIPE_PROGRESS", "1") != "0" and sys.stderr.isatty()
 
 

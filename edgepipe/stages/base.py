@@ -18,6 +18,17 @@ class StageContext:
     out_dir: Path  # the stage's (temporary) folder: write everything here
     inputs: dict[str, Path]  # named files produced by earlier stages
     run_dir: Path
+    key: str = ""  # the stage's cache key: training state saved for --resume is tied to it
+    resume: bool = False  # build --resume: continue from the state in partial_dir
+    partial_dir: Path | None = None  # per-epoch training state (finetune, qat); None: not saved
+
+    def resume_state(self, stage: str):
+        """The stage's saved training state (see train/resume.py); None when the caller gave no folder."""
+        if self.partial_dir is None:
+            return None
+        from edgepipe.train.resume import ResumeState
+
+        return ResumeState(self.partial_dir, self.key, stage, self.resume)
 
     def input(self, name: str) -> Path:
         try:

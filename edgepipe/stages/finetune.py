@@ -12,6 +12,7 @@ from edgepipe.data.split import class_counts
 from edgepipe.data.transforms import preprocessing_from
 from edgepipe.recipe import FinetuneConfig, QatConfig, Recipe
 from edgepipe.stages.base import StageContext, seed_everything
+from edgepipe.train import distributed as ddp
 from edgepipe.train.freeze import freezer_for
 from edgepipe.train.history import write_history
 from edgepipe.train.loop import evaluate, fit
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 name = "finetune"
 needs = ("split",)
+distributed = True  # runs on every torchrun rank (the pipeline runs other stages on rank 0 only)
 _DATA_KEYS = {"image_size", "crop_pct", "mean", "std", "batch_size", "augment", "sampler"}
 
 
@@ -32,27 +34,31 @@ def config(recipe: Recipe) -> dict[str, Any]:
         "model": recipe.model.model_dump(),
         "finetune": recipe.finetune.model_dump(),
         "data": recipe.data.model_dump(include=_DATA_KEYS),
+        **ddp.config(),
     }
 
 
 def device():
-    import torch
-
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return ddp.device()
 
 
 def train_loader(data: SplitData, recipe: Recipe):
     """Shuffled, or class-balanced draws with replacement (data.sampler: balanced); shared with qat."""
-    if recipe.data.sampler == "shuffle":
+    if ddp.is_distributed():  # under torchrun: this rank's shard (a balanced sampler is refused)
+        ds = data.dataset("train", train=True)
+        sampler = ddp.train_sampler(ds, recipe.seed, recipe.data.sampler)
+    elif recipe.data.sampler == "shuffle":
         return data.loader("train", train=True)
-    ds = data.dataset("train", train=True)
+    else:
+        ds = data.dataset("train", train=True)
+        sampler = balanced_sampler(ds.labels, recipe.seed)
     return make_loader(
         ds,
         recipe.data.batch_size,
         shuffle=True,
         num_workers=recipe.data.num_workers,
         seed=recipe.seed,
-        sampler=balanced_sampler(ds.labels, recipe.seed),
+        sampler=sampler,
     )
 
 
@@ -71,7 +77,7 @@ def training_parts(model, data: SplitData, recipe: Recipe, cfg: FinetuneConfig |
 def train_model(model, data: SplitData, recipe: Recipe, cfg: FinetuneConfig | QatConfig, dev, freezer,
                 **hooks: Any):
     """The one training call of finetune and qat: loaders, optimiser, schedule and loss from the recipe;
-    ``hooks`` are fit()'s extra keywords (amp, on_epoch_start, eval_context)."""
+    ``hooks`` are fit()'s extra keywords (amp, on_epoch_start, eval_context, resume)."""
     loader, optimizer, scheduler, criterion = training_parts(model, data, recipe, cfg, dev)
     return fit(
         model,
@@ -114,7 +120,9 @@ def run(ctx: StageContext) -> StageResult:
     model.to(dev)
     freezer = freezer_for(model, r.model.arch, r.model.freeze.trainable_last, r.model.freeze.schedule)
     freeze = freezer.summary(model) if freezer is not None else None
-    result = train_model(model, data, r, cfg, dev, freezer, amp=cfg.amp)
+    result = train_model(model, data, r, cfg, dev, freezer, amp=cfg.amp, resume=ctx.resume_state(name))
+    if not ddp.is_main():  # rank 0 evaluates and writes the stage
+        return StageResult()
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
     evals = evaluation_metrics(model, data, dev, ctx.out_dir, title=f"finetune {r.model.arch}")
@@ -137,6 +145,7 @@ def run(ctx: StageContext) -> StageResult:
         "epochs_run": len(result.history),
         "stopped_early": result.stopped_early,
         "device": str(dev),
+        "processes": ddp.world_size(),
         "weights_source": weights_source,
         "freeze": freeze,
     }

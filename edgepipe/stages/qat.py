@@ -11,6 +11,7 @@ from edgepipe.data.loaders import SplitData
 from edgepipe.recipe import Recipe
 from edgepipe.stages.base import StageContext, seed_everything
 from edgepipe.stages.finetune import device, evaluation_metrics, train_model
+from edgepipe.train import distributed as ddp
 from edgepipe.train.freeze import freezer_for
 from edgepipe.train.history import write_history
 
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 
 name = "qat"
 needs = ("split", "checkpoint")
+distributed = True  # runs on every torchrun rank (the pipeline runs other stages on rank 0 only)
 
 
 def config(recipe: Recipe) -> dict[str, Any]:
@@ -26,6 +28,7 @@ def config(recipe: Recipe) -> dict[str, Any]:
         "qat": recipe.qat.model_dump(),
         "trainable_last": trainable_last(recipe)[0],
         "data": recipe.data.model_dump(include={"batch_size", "augment", "sampler"}),
+        **ddp.config(),
     }
 
 
@@ -103,7 +106,9 @@ def run(ctx: StageContext) -> StageResult:
     trainable, key = trainable_last(r)
     freezer = freezer_for(model, model_cfg.arch, trainable, key=key)
     freeze = freezer.summary(model) if freezer is not None else None
-    _calibrate(model, data.loader("train"), cfg.calibration_batches, dev)
+    resume = ctx.resume_state(name)
+    if resume is None or resume.state is None:  # a resumed state carries its calibrated observers
+        _calibrate(model, data.loader("train"), cfg.calibration_batches, dev)
 
     def on_epoch_start(epoch: int) -> None:
         if epoch >= cfg.freeze_bn_epoch:
@@ -112,7 +117,9 @@ def run(ctx: StageContext) -> StageResult:
             freeze_observers(model)
 
     result = train_model(model, data, r, cfg, dev, freezer, on_epoch_start=on_epoch_start,
-                         eval_context=lambda: _observers_paused(model))
+                         eval_context=lambda: _observers_paused(model), resume=resume)
+    if not ddp.is_main():  # rank 0 evaluates and writes the stage
+        return StageResult()
     if result.best_state is not None:
         model.load_state_dict(result.best_state)
     freeze_observers(model)
@@ -140,6 +147,7 @@ def run(ctx: StageContext) -> StageResult:
         "best_epoch": result.best_epoch,
         "epochs_run": len(result.history),
         "device": str(dev),
+        "processes": ddp.world_size(),
         "freeze": freeze,
     }
     log.info("qat: fake-quant val top-1 %.2f, test top-1 %.2f", evals["val_top1"], evals["test_top1"])

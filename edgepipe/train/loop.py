@@ -2,7 +2,8 @@
 
 QAT reuses it as torchvision's references/classification/train_quantization.py reuses train.py: the only
 QAT-specific part is an ``on_epoch_start`` hook that freezes observers and BatchNorm statistics. Optimiser,
-schedule, loss and freezing are built elsewhere (optim.py, losses.py, freeze.py) and handed in.
+schedule, loss and freezing are built elsewhere (optim.py, losses.py, freeze.py) and handed in. Under torchrun
+the same loop trains a DDP wrapper (distributed.py); per-epoch state for ``--resume`` is in resume.py.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from edgepipe.progress import track
-from edgepipe.train import precision
+from edgepipe.train import distributed, precision
 from edgepipe.train.optim import as_schedule
 
 if TYPE_CHECKING:
     from edgepipe.train.freeze import Freezer
+    from edgepipe.train.resume import ResumeState
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,7 @@ def train_one_epoch(
         loss_sum += float(loss.detach()) * n
         correct += int((logits.detach().argmax(1) == labels).sum())
         t_wait = time.perf_counter()
+    seen, loss_sum, correct = distributed.all_reduce_sums(seen, loss_sum, correct)  # all ranks' batches
     if seen == 0:
         return {"loss": float("nan"), "top1": float("nan"), "data_wait_s": 0.0}
     return {"loss": loss_sum / seen, "top1": 100.0 * correct / seen, "data_wait_s": wait}
@@ -154,13 +157,18 @@ def fit(
     eval_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
     grad_clip_norm: float | None = None,
     freezer: Freezer | None = None,
+    resume: ResumeState | None = None,
 ) -> FitResult:
     """Train with early stopping on val top-1, keeping the best weights (in memory).
 
     ``scheduler`` steps per batch and, for a plateau schedule, per epoch on val top-1 (see optim.py);
-    ``freezer`` sets the trainable blocks at each epoch's start (see freeze.py).
+    ``freezer`` sets the trainable blocks at each epoch's start (see freeze.py); ``resume`` continues from
+    a saved state and saves one after every epoch (see resume.py). ``model`` is the plain module: under
+    torchrun it is trained through DDP and validated on rank 0 (see distributed.py).
     """
     import torch
+
+    from edgepipe.train import resume as resuming
 
     amp_dtype = precision.amp_dtype(amp, device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None  # bf16 needs no scaling
@@ -169,14 +177,25 @@ def fit(
         model.to(memory_format=torch.channels_last)
     schedule = as_schedule(scheduler)
     result = result or FitResult()
+    if resume is not None and resume.state is not None:
+        start_epoch = resuming.restore(resume.state, model, optimizer, schedule, scaler, train_loader, result)
+        if result.stopped_early:
+            start_epoch = epochs
+    net, wrapped_at = model, None
     for epoch in range(start_epoch, epochs):
         if freezer is not None:
             freezer.apply(epoch)
+        frozen = len(freezer.frozen) if freezer is not None else 0
+        if wrapped_at != frozen:  # DDP syncs only the parameters trainable when it wraps: re-wrap on change
+            net, wrapped_at = distributed.wrap(model, device), frozen
+        sampler = getattr(train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):  # DistributedSampler: a new shuffle each epoch
+            sampler.set_epoch(epoch)
         if on_epoch_start is not None:
             on_epoch_start(epoch)
         t0 = time.perf_counter()
         tr = train_one_epoch(
-            model,
+            net,
             train_loader,
             criterion,
             optimizer,
@@ -190,8 +209,12 @@ def fit(
             amp_dtype=amp_dtype,
             channels_last=nhwc,
         )
-        with eval_context():
-            va = evaluate(model, val_loader, device, criterion, description=f"epoch {epoch + 1}/{epochs} val")
+        va = None
+        if distributed.is_main():  # rank 0 validates on the full val set; every rank gets its numbers
+            with eval_context():
+                va = evaluate(model, val_loader, device, criterion, f"epoch {epoch + 1}/{epochs} val")
+            va = {k: va[k] for k in ("top1", "top5", "loss")}
+        va = distributed.broadcast_object(va)
         lr = optimizer.param_groups[0]["lr"]  # the lr this epoch ended with, before a plateau cut
         schedule.step_epoch(va["top1"])
         row = {
@@ -224,6 +247,10 @@ def fit(
         if epoch + 1 - result.best_epoch >= patience:
             log.info("early stop: val top-1 has not improved for %d epochs", patience)
             result.stopped_early = True
+        if resume is not None:
+            parts = (model, optimizer, schedule, scaler, train_loader, result)
+            resume.save(resuming.capture(epoch + 1, epochs, *parts))
+        if result.stopped_early:
             break
     if nhwc:  # hand the model back in the usual layout: best_state loads into it, checkpoints stay NCHW
         model.to(memory_format=torch.contiguous_format)
