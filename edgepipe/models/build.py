@@ -26,13 +26,16 @@ def _replace_head(model: Any, spec: ModelSpec, num_classes: int) -> None:
 
 
 def imagenet_state_dict(spec: ModelSpec) -> dict:
-    """torchvision's ImageNet weights from the torch hub cache, or downloaded when online.
+    """torchvision's ImageNet weights from the torch hub cache, or downloaded when online; or the spec's own
+    ``load_weights`` for weights torchvision does not ship.
 
     Offline and absent -> one line naming the exact file and where to put it.
     """
     import torch
     import torchvision.models as tvm
 
+    if spec.load_weights is not None:
+        return spec.load_weights()
     if spec.weights is None:
         raise ModelError(
             f"model.arch '{spec.name}' has no ImageNet weights; fix: set model.pretrained: none or PATH"

@@ -10,7 +10,9 @@ eager int8) have no Q/DQ after them. This pass, written with the onnx library be
 2. re-quantizes the output of pooling/flatten ops with their input's scale and zero-point;
 3. quantizes each Conv/Gemm float bias to int32 with scale = input_scale * weight_scale, behind a DQ;
 4. rewrites HardSwish/HardSigmoid (no int8 kernel in ONNX Runtime) as integer Add/Mul (see below);
-5. removes Identity nodes, and makes scales/zero-points scalar initializers.
+5. removes Identity nodes, and makes scales/zero-points scalar initializers;
+6. folds a zero Pad before a Conv into the Conv's pads (TF-"SAME" models pad asymmetrically, which torch
+   can only export as a Pad; ``DQ -> Pad -> Conv`` is not fused into an integer conv, ``DQ -> Conv`` is).
 """
 
 from __future__ import annotations
@@ -78,6 +80,62 @@ def _remove_identities(gr: _Graph) -> None:
     del gr.g.node[:]
     gr.g.node.extend(keep)
     gr._index()
+
+
+def _eval_const(gr: _Graph, name: str, depth: int = 0) -> np.ndarray | None:
+    """The value of ``name`` when it is computed from constants only, else None: the exporter builds Pad's
+    pads from a chain of Constant/ConstantOfShape/Concat/Slice/Transpose/Cast its constant folding leaves."""
+    value = gr.const(name)
+    node = gr.producer.get(name)
+    if value is not None or node is None or depth > 32:
+        return value
+    inputs = [_eval_const(gr, i, depth + 1) if i else None for i in node.input]
+    if any(v is None for v, i in zip(inputs, node.input, strict=True) if i):
+        return None
+    from onnx.reference import ReferenceEvaluator
+
+    feeds = {i: v for i, v in zip(node.input, inputs, strict=True) if i}
+    return ReferenceEvaluator(node).run(None, feeds)[list(node.output).index(name)]
+
+
+def _fold_pads_into_conv(gr: _Graph) -> int:
+    """Pad(constant 0, spatial only) -> Conv(no padding) becomes Conv with those pads (asymmetric is fine)."""
+    drop, folded = set(), 0
+    for n in gr.g.node:
+        users = gr.consumers.get(n.output[0], []) if n.op_type == "Pad" else []
+        if len(users) != 1 or users[0].op_type != "Conv" or users[0].input[0] != n.output[0]:
+            continue
+        conv, attrs = users[0], {a.name: a for a in n.attribute}
+        if "mode" in attrs and attrs["mode"].s not in (b"constant", b""):
+            continue
+        pads = _eval_const(gr, n.input[1]) if len(n.input) > 1 and n.input[1] else None
+        value = _eval_const(gr, n.input[2]) if len(n.input) > 2 and n.input[2] else np.zeros(())
+        if pads is None or value is None or np.any(value != 0) or (len(n.input) > 3 and n.input[3]):
+            continue
+        pads = [int(p) for p in np.asarray(pads).reshape(-1)]
+        rank = len(pads) // 2
+        begin, end = pads[:rank], pads[rank:]
+        conv_attrs = {a.name: a for a in conv.attribute}
+        auto_pad = conv_attrs["auto_pad"].s if "auto_pad" in conv_attrs else b"NOTSET"
+        if min(pads) < 0 or any(begin[:2]) or any(end[:2]) or auto_pad not in (b"NOTSET", b""):
+            continue
+        old = list(conv_attrs["pads"].ints) if "pads" in conv_attrs else [0] * (2 * (rank - 2))
+        spatial = rank - 2
+        merged = [old[i] + begin[2 + i] for i in range(spatial)] + [
+            old[spatial + i] + end[2 + i] for i in range(spatial)
+        ]
+        kept = [a for a in conv.attribute if a.name != "pads"]
+        del conv.attribute[:]
+        conv.attribute.extend([*kept, helper.make_attribute("pads", merged)])
+        conv.input[0] = n.input[0]
+        drop.add(id(n))
+        folded += 1
+    if drop:
+        keep = [n for n in gr.g.node if id(n) not in drop]
+        del gr.g.node[:]
+        gr.g.node.extend(keep)
+        _drop_unused(gr)
+    return folded
 
 
 def _qparams(gr: _Graph, node: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray, int]:
@@ -213,11 +271,8 @@ def _drop_unused(gr: _Graph) -> None:
         changed = False
         keep = []
         for n in gr.g.node:
-            if (
-                n.op_type == "Constant"
-                and not any(gr.consumers.get(o) for o in n.output)
-                and not (set(n.output) & outputs)
-            ):
+            # Dead nodes: Constants, and what a fold left unused (e.g. the subgraph that computed pads).
+            if not any(gr.consumers.get(o) for o in n.output) and not (set(n.output) & outputs):
                 changed = True
                 continue
             keep.append(n)
@@ -308,6 +363,7 @@ def clean_qdq(model: onnx.ModelProto, integer_activations: bool = True) -> onnx.
     """Apply the passes above in order; returns the same (mutated) model, checked."""
     gr = _Graph(model)
     _remove_identities(gr)
+    _fold_pads_into_conv(gr)  # before bias quantization: that needs the Conv's input to come from a DQ
     _fold_weight_quantize(gr)
     _propagate_through_pools(gr)  # first: a conv after a pool needs its input DQ to get an int32 bias
     _quantize_bias(gr)
