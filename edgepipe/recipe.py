@@ -387,6 +387,21 @@ class Recipe(_Strict):
             raise ValueError("stages lists a stage twice")
         return self
 
+    @model_validator(mode="after")
+    def _qat_needs_a_quantizable_twin(self) -> Recipe:
+        """Refused when the recipe is read, not after finetune has spent its time (an unknown arch is left to
+        the registry's own error)."""
+        from edgepipe.models.registry import available, get_spec
+
+        arch = self.model.arch
+        if "qat" in self.stages and arch in available() and get_spec(arch).build_quantizable is None:
+            twins = ", ".join(n for n in available() if get_spec(n).build_quantizable is not None)
+            raise ValueError(
+                f"model.arch {arch} has no quantizable twin, which stage qat needs; fix: use an arch with one"
+                f" ({twins}) or set stages: [finetune] (export, ptq and bench need qat's model)"
+            )
+        return self
+
 
 _OPS = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
 

@@ -78,7 +78,8 @@ def _classifier_last(model: Any) -> tuple[Any, str]:
 
 
 def _features_blocks(model: Any) -> list[Any]:
-    """MobileNetV3: stem conv, the inverted-residual blocks, the last 1x1 conv (17 large, 13 small)."""
+    """Stem conv, the inverted-residual blocks (or stages), the last 1x1 conv: MobileNetV3 17 large, 13 small;
+    EfficientNet-B0 9."""
     return list(model.features)
 
 
@@ -126,6 +127,26 @@ def _register_resnets() -> None:
 
 
 _register_resnets()
+
+
+def _efficientnet_b0(num_classes: int, dropout: float = 0.2) -> Any:
+    from torchvision import models
+
+    return models.efficientnet_b0(weights=None, num_classes=num_classes, dropout=dropout)
+
+
+# Float only: torchvision ships no quantizable EfficientNet (no fuse_model, no quant stubs), so
+# a recipe with the qat stage is refused when it is loaded (recipe.py), before finetune spends any time.
+register(
+    ModelSpec(
+        name="efficientnet_b0",
+        build=_efficientnet_b0,
+        build_quantizable=None,
+        weights="EfficientNet_B0_Weights.IMAGENET1K_V1",
+        head=_classifier_last,
+        blocks=_features_blocks,
+    )
+)
 
 
 def _lite(fn: str) -> Builder:

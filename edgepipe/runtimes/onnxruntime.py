@@ -47,7 +47,8 @@ def op_kind(op_type: str) -> str:
         op_type.startswith("QLinear")
         or "Integer" in op_type
         or op_type.startswith("DynamicQuantize")
-        or op_type in {"QGemm", "QAttention", "QEmbedLayerNormalization"}
+        # NhwcMaxPool: ORT's int8/uint8-only max pool, fused from DQ -> MaxPool -> Q (ResNet's stem)
+        or op_type in {"QGemm", "QAttention", "QEmbedLayerNormalization", "NhwcMaxPool"}
     ):
         return "int8"
     if op_type in LAYOUT_OPS:

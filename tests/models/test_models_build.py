@@ -64,3 +64,117 @@ def test_quantizable_twin_loads_float_checkpoint():
     twin = rebuild(ckpt, quantizable=True).eval()
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(twin(x), model.eval()(x))
+
+
+# --- ResNet-50, ResNeXt-50 (float + quantizable twin) and EfficientNet-B0 (float only) ---
+
+NEW_ARCHS = ["resnet50", "resnext50_32x4d", "efficientnet_b0"]
+RESNETS = ["resnet50", "resnext50_32x4d"]
+
+
+def _trainable_prefixes(model) -> set[str]:
+    return {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("arch", NEW_ARCHS)
+def test_new_archs_build_with_a_head_of_dataset_classes(arch):
+    model, source = build_model(ModelConfig(arch=arch), 7)
+    assert source == "none"
+    assert model.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 7)
+    parent, attr = get_spec(arch).head(model)
+    assert parent[int(attr)].out_features == 7
+
+
+@pytest.mark.parametrize("arch", NEW_ARCHS)
+def test_new_archs_are_registered_once(arch):
+    spec = get_spec(arch)
+    with pytest.raises(ModelError, match="registered twice"):
+        register(ModelSpec(arch, spec.build, None, None, spec.head))
+
+
+@pytest.mark.parametrize("arch", NEW_ARCHS)
+def test_new_archs_offline_imagenet_error_names_the_file(monkeypatch, tmp_path, arch):
+    import torchvision.models as tvm
+    from torchvision.models._api import WeightsEnum
+
+    def offline(self, *a, **k):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", offline)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    enum, member = get_spec(arch).weights.split(".")
+    filename = getattr(getattr(tvm, enum), member).url.rsplit("/", 1)[-1]
+    with pytest.raises(ModelError) as exc:
+        build_model(ModelConfig(arch=arch, pretrained="imagenet"), 3)
+    msg = str(exc.value)
+    assert filename in msg and str(tmp_path / "checkpoints") in msg and "fix:" in msg and "\n" not in msg
+
+
+def test_resnet_blocks_are_the_stem_then_layer1_to_layer4():
+    from edgepipe.train.freeze import freezer_for
+
+    model, _ = build_model(ModelConfig(arch="resnet50"), 3)
+    blocks = get_spec("resnet50").blocks(model)
+    assert len(blocks) == 5 and list(blocks[0]) == [model.conv1, model.bn1, model.relu, model.maxpool]
+    assert blocks[1:] == [model.layer1, model.layer2, model.layer3, model.layer4]
+    # the published ResNeXt gradual unfreezing: fc, then layer4, then layer3, then layers 2 and 1
+    expect = {0: {"fc"}, 1: {"fc", "layer4"}, 2: {"fc", "layer4", "layer3"},
+              4: {"fc", "layer4", "layer3", "layer2", "layer1"}}
+    for n, trainable in expect.items():
+        for p in model.parameters():
+            p.requires_grad_(True)
+        freezer_for(model, "resnet50", n)
+        assert _trainable_prefixes(model) == trainable, n
+    assert not model.conv1.weight.requires_grad and not model.bn1.training  # the stem: frozen, in eval
+    with pytest.raises(ModelError, match="has 5"):
+        freezer_for(model, "resnet50", 6)
+
+
+def test_efficientnet_b0_blocks_are_its_features():
+    model, _ = build_model(ModelConfig(arch="efficientnet_b0"), 3)
+    assert get_spec("efficientnet_b0").blocks(model) == list(model.features) and len(model.features) == 9
+
+
+@pytest.mark.parametrize("arch", RESNETS)
+def test_resnet_dropout_sits_before_the_head_in_float_and_twin(arch):
+    for quantizable in (False, True):
+        model, _ = build_model(ModelConfig(arch=arch, dropout=0.3), 3, quantizable=quantizable)
+        assert isinstance(model.fc[0], torch.nn.Dropout) and model.fc[0].p == 0.3
+
+
+@pytest.mark.parametrize("arch", ["resnext50_32x4d"])  # resnet50's twin runs end to end: test_pipeline_resnet
+def test_resnet_twin_takes_the_float_weights_then_fuses_and_prepares(arch):
+    from edgepipe.quant.qat import is_qat_conv, prepare_qat
+
+    torch.manual_seed(0)
+    model, _ = build_model(ModelConfig(arch=arch), 3)
+    cfg = ModelConfig(arch=arch).model_dump()
+    ckpt = {"model_cfg": cfg, "num_classes": 3, "state_dict": model.state_dict()}
+    twin = rebuild(ckpt, quantizable=True)
+    assert {k: v.shape for k, v in twin.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(twin.eval()(x), model.eval()(x))
+    prepare_qat(twin)
+    blocks = get_spec(arch).blocks(twin)
+    assert len(blocks) == 5 and is_qat_conv(blocks[0][0])  # conv1+bn1+relu fused, bn1/relu now Identity
+    assert sum(is_qat_conv(m) for m in twin.modules()) == 53
+    assert twin.train()(x).shape == (2, 3)
+
+
+def test_efficientnet_b0_has_no_quantizable_twin():
+    with pytest.raises(ModelError, match="no quantizable twin"):
+        build_model(ModelConfig(arch="efficientnet_b0"), 3, quantizable=True)
+
+
+def test_recipe_with_qat_refuses_an_arch_without_a_quantizable_twin_when_read():
+    from edgepipe.errors import RecipeError
+    from edgepipe.recipe import parse_recipe
+
+    base = {"name": "r", "data": {"root": "photos"}, "model": {"arch": "efficientnet_b0"}}
+    with pytest.raises(RecipeError) as exc:
+        parse_recipe(base)  # default stages include qat
+    msg = str(exc.value)
+    assert "efficientnet_b0" in msg and "fix:" in msg and "resnet50" in msg and "\n" not in msg
+    assert parse_recipe({**base, "stages": ["finetune"]}).model.arch == "efficientnet_b0"
