@@ -359,14 +359,20 @@ def _hard_activations_to_integer(gr: _Graph) -> int:
     return replaced
 
 
-def clean_qdq(model: onnx.ModelProto, integer_activations: bool = True) -> onnx.ModelProto:
-    """Apply the passes above in order; returns the same (mutated) model, checked."""
+def clean_qdq(
+    model: onnx.ModelProto, integer_activations: bool = True, int32_bias: bool = True
+) -> onnx.ModelProto:
+    """Apply the passes above in order; returns the same (mutated) model, checked.
+
+    ``int32_bias=False`` keeps float biases (ONNX Runtime then cannot fuse QLinearConv): for diagnosis only,
+    e.g. benchmarks/int8_agreement.py, which measures what int32 bias rounding does to agreement."""
     gr = _Graph(model)
     _remove_identities(gr)
     _fold_pads_into_conv(gr)  # before bias quantization: that needs the Conv's input to come from a DQ
     _fold_weight_quantize(gr)
     _propagate_through_pools(gr)  # first: a conv after a pool needs its input DQ to get an int32 bias
-    _quantize_bias(gr)
+    if int32_bias:
+        _quantize_bias(gr)
     if integer_activations:
         _hard_activations_to_integer(gr)
     _scalar_qparams(gr)
