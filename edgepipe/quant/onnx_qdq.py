@@ -246,7 +246,7 @@ def _propagate_once(gr: _Graph) -> bool:
 
 
 def _scalar_qparams(gr: _Graph) -> None:
-    """Constant-node scales/zero-points -> initializers; 1-element tensors -> scalars (QLinearAdd needs it)."""
+    """Constant-node scales/zero-points -> initializers; 1-element tensors -> scalars (for QLinearAdd)."""
     for n in gr.g.node:
         if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue
