@@ -52,7 +52,7 @@ def test_every_stage_writes_a_manifest_and_the_run_a_report(run):
     assert len(gmacs) == 1 and gmacs.pop() > 0, "FP32 and INT8 twins must count the same MACs"
     assert rows[("int8-qat", "onnxruntime")]["int8_mac_share"] > 0.9
     assert rows[("fp32", "onnxruntime")]["int8_mac_share"] == 0
-    # int8 weights; on this width-0.25 toy, int32 biases, per-channel scales and graph text weigh relatively more
+    # int8 weights; on this width-0.25 toy, int32 biases, per-channel scales and graph text weigh more
     assert rows[("int8-qat", "onnxruntime")]["size_mb"] < 0.6 * rows[("fp32", "onnxruntime")]["size_mb"]
     agreement = report["stages"]["export"]["metrics"]
     assert agreement["fp32"]["ort_agreement"] == 1.0

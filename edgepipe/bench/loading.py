@@ -145,7 +145,8 @@ def _ir(path: Path, name: str, tmp_dir: Path, opset: int) -> BenchModel:
     found = sibling.is_file()
     compute_note = (f"sibling {sibling.name} (assumed to be the IR's source)" if found
                     else "unknown: no .onnx beside the IR to count MACs on")
-    return BenchModel(name, path, "openvino-ir", dims, meta, meta_source, sibling if found else None, compute_note)
+    sibling_onnx = sibling if found else None
+    return BenchModel(name, path, "openvino-ir", dims, meta, meta_source, sibling_onnx, compute_note)
 
 
 def _checkpoint(path: Path, name: str, tmp_dir: Path, opset: int) -> BenchModel:

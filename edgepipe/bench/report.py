@@ -32,15 +32,16 @@ def speedups(rows: list[dict]) -> None:
 
 def markdown_table(rows: list[dict]) -> str:
     head = (
-        "| model | runtime | test top-1 % | GMACs | GFLOPs | top-1/GFLOPs | p50 ms | p90 ms | speed-up vs FP32 "
-        "| size MB | INT8 MAC share |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| model | runtime | test top-1 % | GMACs | GFLOPs | top-1/GFLOPs | p50 ms | p90 ms "
+        "| speed-up vs FP32 | size MB | INT8 MAC share |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     lines = []
     for r in rows:
         lat = r["latency"]
         lines.append(
             f"| {r['model']} | {r['runtime_label']} | {_fmt(r.get('top1'))} | {_fmt(r['gmacs'], 4)} | "
-            f"{_fmt(r['gflops'], 4)} | {_fmt(r.get('efficiency_top1_per_gflop'), 1)} | {_fmt(lat['p50_ms'], 3)} | "
+            f"{_fmt(r['gflops'], 4)} | {_fmt(r.get('efficiency_top1_per_gflop'), 1)} | "
+            f"{_fmt(lat['p50_ms'], 3)} | "
             f"{_fmt(lat['p90_ms'], 3)} | {_fmt(r.get('speedup_vs_fp32'))}x | {_fmt(r['size_mb'])} | "
             f"{_fmt(100 * r['int8_mac_share'], 0)}% |"
         )
@@ -64,8 +65,9 @@ def write_report(
     md.append(
         f"Latency at batch {rows[0]['latency']['batch_size'] if rows else '?'}, "
         f"{rows[0].get('threads', '?') if rows else '?'} threads; "
-        f"CPU: {env.get('cpu_model', '?')} ({', '.join(env.get('isa_flags', []))}). GMACs are counted from each ONNX graph; an "
-        "INT8 graph does the MACs of its FP32 twin, so INT8 shows up as latency and size, not GFLOPs."
+        f"CPU: {env.get('cpu_model', '?')} ({', '.join(env.get('isa_flags', []))}). "
+        "GMACs are counted from each ONNX graph; an INT8 graph does the MACs of its FP32 twin, "
+        "so INT8 shows up as latency and size, not GFLOPs."
     )
     md += ["", *[f"- {n}" for n in notes]]
     atomic_write_text(Path(run_dir) / "report.md", "\n".join(md) + "\n")

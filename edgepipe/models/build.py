@@ -1,4 +1,4 @@
-"""Build a model for a dataset: backbone + pretrained weights + a new head; and rebuild one from a checkpoint."""
+"""Build a model for a dataset (backbone + pretrained weights + a new head); rebuild one from a checkpoint."""
 
 from __future__ import annotations
 
@@ -88,7 +88,8 @@ def _load_pretrained(model: Any, spec: ModelSpec, cfg: ModelConfig, num_classes:
     body_missing = [k for k in missing if not k.startswith("classifier") and not k.startswith("fc.")]
     if len(usable) == 0 or len(body_missing) > 0.5 * len(own):
         raise ModelError(
-            f"model.pretrained {source} does not fit {spec.name} ({len(usable)} of {len(own)} tensors match); "
+            f"model.pretrained {source} does not fit {spec.name} "
+            f"({len(usable)} of {len(own)} tensors match); "
             "fix: give weights saved from the same architecture"
         )
     model.load_state_dict(usable, strict=False)

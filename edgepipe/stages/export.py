@@ -56,8 +56,8 @@ def _op_account(onnx_path, xml, pre: dict, threads: int, out) -> dict:
 
         full["openvino"] = ov_op_account(xml, "f32", threads, sample, runs=20)
     atomic_write_json(out, full)
-    return {rt: {"int8_time_share": a.get("int8_time_share"), "time_share_by_kind": a.get("time_share_by_kind")}
-            for rt, a in full.items()}
+    keep = ("int8_time_share", "time_share_by_kind")
+    return {rt: {k: a.get(k) for k in keep} for rt, a in full.items()}
 
 
 def run(ctx: StageContext) -> StageResult:
