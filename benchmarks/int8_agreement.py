@@ -35,10 +35,6 @@ log = logging.getLogger("int8_agreement")
 RESULTS = Path(__file__).parent / "results"
 
 
-def _logits(predict, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    return np.concatenate([predict(x[i : i + batch]) for i in range(0, len(x), batch)])
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, default=Path("artifacts/mnv3_qat"))
@@ -55,6 +51,7 @@ def main() -> None:
     from edgepipe.quant.onnx_qdq import clean_qdq
     from edgepipe.quant.qdq import to_qdq_module
     from edgepipe.runtimes import get_runtime
+    from edgepipe.stages.export import runtime_logits, torch_logits
     from edgepipe.stages.qat import load_qat_model
 
     torch.set_num_threads(args.threads)
@@ -67,16 +64,9 @@ def main() -> None:
     qat = load_qat_model(q)
     qdq = to_qdq_module(qat).eval()
 
-    def torch_predict(model):
-        def run(batch: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                return model(torch.from_numpy(batch)).numpy()
-
-        return run
-
-    ref = _logits(torch_predict(qat), x)
+    ref = torch_logits(qat, x)
     rows = [("QAT fake-quant model (torch, the reference)", ref)]
-    rows.append(("1. QDQ torch module (BN folded, scalar fake-quant)", _logits(torch_predict(qdq), x)))
+    rows.append(("1. QDQ torch module (BN folded, scalar fake-quant)", torch_logits(qdq, x)))
     with tempfile.TemporaryDirectory() as work:
         raw = Path(work) / "raw.onnx"
         _torchscript_export(qdq, torch.zeros(1, *pre["input_size"]), raw, 17)
@@ -111,7 +101,7 @@ def main() -> None:
         for label, path, runtime, opts in steps:
             log.info("%s", label)
             rt = get_runtime(runtime, path, threads=args.threads, **opts)
-            rows.append((label, _logits(rt.predict, x, 64)))
+            rows.append((label, runtime_logits(rt, x)))
     table = []
     for label, logits in rows:
         table.append(

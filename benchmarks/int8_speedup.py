@@ -72,10 +72,6 @@ def test_arrays(run: Path, pre: dict, recipe, n: int) -> tuple[np.ndarray, np.nd
     return np.stack([x.numpy() for x in xs]).astype(np.float32), np.array(ys)
 
 
-def predict(rt, x: np.ndarray, batch: int = 64) -> np.ndarray:
-    return np.concatenate([rt.predict(x[i : i + batch]) for i in range(0, len(x), batch)])
-
-
 def alternate_timing(runtimes: dict, sample: np.ndarray, rounds: int, iters: int, warmup: int) -> dict:
     """Round-robin: each round times ``iters`` calls of every model; percentiles over all rounds."""
     for rt in runtimes.values():
@@ -132,6 +128,7 @@ def main() -> None:
     from edgepipe.runtimes import get_runtime
     from edgepipe.runtimes.onnxruntime import ort_op_account
     from edgepipe.runtimes.openvino import ov_op_account
+    from edgepipe.stages.export import runtime_logits, torch_logits
 
     torch.set_num_threads(args.threads)
     recipe = load_recipe(args.recipe)
@@ -145,18 +142,15 @@ def main() -> None:
             n_test = (args.test_images or 10**9) if size == own else args.other_size_images
             x, y = test_arrays(args.run, pre, recipe, n_test)
             refs = {}
-            with torch.inference_mode():
-                for m in {id(t): t for t in twins.values()}.values():
-                    refs[id(m)] = np.concatenate(
-                        [m(torch.from_numpy(x[i : i + 128])).numpy() for i in range(0, len(x), 128)]
-                    )
+            for m in {id(t): t for t in twins.values()}.values():
+                refs[id(m)] = torch_logits(m, x)
             rts, rows, failed = {}, {}, {}
             for model, path in paths.items():
                 for runtime, opts in _runtimes(results["environment"], model):
                     key = f"{model}|{runtime}"
                     try:
                         rt = get_runtime(runtime.split("-")[0], path, threads=args.threads, **opts)
-                        logits = predict(rt, x)
+                        logits = runtime_logits(rt, x)
                     except Exception as exc:  # noqa: BLE001 - a model a runtime rejects is a result, not a crash
                         failed[key] = {
                             "model": model,
