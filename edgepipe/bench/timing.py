@@ -85,12 +85,51 @@ def environment() -> dict[str, Any]:
     model, flags = _cpuinfo()
     return {
         "cpu_model": model or platform.processor() or platform.machine() or "unknown",
+        "cpu_name": cpu_name(),
         "logical_cores": os.cpu_count(),
         "isa_flags": [f for f in ISA_FLAGS if f in flags],
         "os": platform.platform(),
         "python": sys.version.split()[0],
         "packages": {name: _version(name) for name in PACKAGES},
     }
+
+
+# (vendor, family, model) -> microarchitecture, for naming results per CPU ("amd-epyc-zen5"); the model name
+# alone often says only "AMD EPYC" under a hypervisor.
+_UARCH = {
+    ("AuthenticAMD", 23, None): "zen2",
+    ("AuthenticAMD", 25, None): "zen3",
+    ("AuthenticAMD", 26, None): "zen5",
+    ("GenuineIntel", 6, 85): "skylake-cascadelake",
+    ("GenuineIntel", 6, 106): "icelake",
+    ("GenuineIntel", 6, 143): "sapphirerapids",
+    ("GenuineIntel", 6, 207): "emeraldrapids",
+    ("GenuineIntel", 6, 173): "graniterapids",
+}
+
+
+def cpu_name() -> str:
+    """A short file-name-safe CPU name, e.g. ``amd-epyc-zen5`` or ``intel-xeon-cascadelake``."""
+    import re
+
+    try:
+        text = _CPUINFO.read_text(errors="replace")
+    except OSError:
+        return re.sub(r"[^a-z0-9]+", "-", (platform.machine() or "unknown").lower()).strip("-")
+    info: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+    vendor, model_name = info.get("vendor_id", ""), info.get("model name", "")
+    family, model = int(info.get("cpu family", "0") or 0), int(info.get("model", "0") or 0)
+    uarch = _UARCH.get((vendor, family, model)) or _UARCH.get((vendor, family, None), "")
+    if uarch == "zen3" and "avx512f" in info.get("flags", "").split():
+        uarch = "zen4"  # family 25 covers Zen 3 and Zen 4; only Zen 4 has AVX-512
+    if uarch == "skylake-cascadelake":
+        uarch = "cascadelake" if int(info.get("stepping", "0") or 0) >= 5 else "skylake"
+    words = re.sub(r"\(r\)|\(tm\)|cpu|processor|@.*|\d+-core", " ", model_name.lower())
+    base = "-".join(re.findall(r"[a-z]+", words)[:2]) or vendor.lower() or "cpu"
+    return f"{base}-{uarch or f'f{family}m{model}'}"
 
 
 def _cpuinfo() -> tuple[str, set[str]]:

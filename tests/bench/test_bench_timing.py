@@ -56,3 +56,19 @@ def test_environment_has_the_keys() -> None:
     assert set(env["isa_flags"]) <= set(ISA_FLAGS)
     assert set(env["packages"]) == set(PACKAGES)
     assert env["packages"]["numpy"] != "absent"
+
+
+def test_cpu_name_names_the_microarchitecture(tmp_path, monkeypatch):
+    from edgepipe.bench import timing
+
+    cpuinfo = tmp_path / "cpuinfo"
+    monkeypatch.setattr(timing, "_CPUINFO", cpuinfo)
+    cpuinfo.write_text("vendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n")
+    assert timing.cpu_name() == "amd-epyc-zen5"
+    cpuinfo.write_text(
+        "vendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 85\nstepping\t: 7\n"
+        "model name\t: Intel(R) Xeon(R) CPU @ 2.50GHz\n"
+    )
+    assert timing.cpu_name() == "intel-xeon-cascadelake"
+    cpuinfo.write_text("vendor_id\t: Other\ncpu family\t: 9\nmodel\t\t: 1\nmodel name\t: Foo Bar 9000\n")
+    assert timing.cpu_name() == "foo-bar-f9m1"
