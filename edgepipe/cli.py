@@ -138,7 +138,7 @@ def bench(
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Use a seeded random subset of this many images.")] = None,
     json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write the edgepipe.bench/1 JSON here.")
+        Path | None, typer.Option("--json", help="Write the edgepipe.bench/2 JSON here.")
     ] = None,
     fail_if: Annotated[
         list[str] | None,
@@ -180,7 +180,7 @@ def bench(
     _setup_logging(verbose)
     try:
         from edgepipe.bench import accuracy, gates
-        from edgepipe.bench.cli import BenchOptions, bench_models
+        from edgepipe.bench.runner import BenchOptions, bench_models
 
         flags = accuracy.PreprocessingFlags(
             image_size,

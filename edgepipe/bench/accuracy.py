@@ -291,9 +291,13 @@ def predict(rt, images: Images, pre: dict, batch: int, fixed_batch: bool) -> np.
 
 
 def score(logits: np.ndarray, labels: np.ndarray, data: EvalData, names: list[str]) -> dict[str, Any]:
-    """Top-1/top-5 % and macro F1 (over the dataset classes present) with the model's own class order."""
+    """Scores with the model's own class order: dataset labels are mapped to the model's outputs first."""
     index = {n: i for i, n in enumerate(names)}
-    target = np.asarray([index[data.classes[y]] for y in labels])
+    return score_logits(logits, np.asarray([index[data.classes[y]] for y in labels]))
+
+
+def score_logits(logits: np.ndarray, target: np.ndarray) -> dict[str, Any]:
+    """Top-1/top-5 % and macro F1 (over the classes present in ``target``, indices into the logits)."""
     pred = logits.argmax(1)
     k = min(5, logits.shape[1])
     top = np.argpartition(-logits, k - 1, axis=1)[:, :k]

@@ -111,7 +111,7 @@ def evaluate(gates: list[Gate], rows: list[dict]) -> list[dict[str, Any]]:
             result = {
                 "gate": str(g),
                 "model": row["model"],
-                "runtime": row["runtime"],
+                "runtime": row["runtime_label"],
                 "batch_size": row["batch_size"],
                 "value": value,
                 "passed": not failed,

@@ -143,8 +143,11 @@ def _ir(path: Path, name: str, tmp_dir: Path, opset: int) -> BenchModel:
         meta = {k: v for k, v in read_metadata(sibling).items() if k in ("classes", "preprocessing")}
         meta_source = f"sibling {sibling.name} metadata" if meta else None
     found = sibling.is_file()
-    compute_note = (f"sibling {sibling.name} (assumed to be the IR's source)" if found
-                    else "unknown: no .onnx beside the IR to count MACs on")
+    compute_note = (
+        f"sibling {sibling.name} (assumed to be the IR's source)"
+        if found
+        else "unknown: no .onnx beside the IR to count MACs on"
+    )
     sibling_onnx = sibling if found else None
     return BenchModel(name, path, "openvino-ir", dims, meta, meta_source, sibling_onnx, compute_note)
 
@@ -309,18 +312,24 @@ def build_runtime(model: BenchModel, runtime: str, threads: int, precision: str,
 
 def compute(model: BenchModel) -> dict[str, Any]:
     """MACs counted on the model's ONNX graph; unknown (with the reason) rather than guessed."""
-    from edgepipe.bench.macs import count_macs
-
-    unknown = {"macs": None, "gmacs": None, "gflops": None, "params": None, "int8_mac_share": None}
     if model.onnx_path is None:
-        return {"source": model.compute_source, **unknown}
+        return {"source": model.compute_source, **dict.fromkeys(COMPUTE_KEYS)}
     try:
-        c = count_macs(model.onnx_path, batch=1)
+        return graph_compute(model.onnx_path, model.compute_source)
     except BenchInputError as exc:
         log.warning("%s: MACs not counted: %s", model.name, exc)
-        return {"source": f"unknown: {exc}", **unknown}
-    keep = ("macs", "gmacs", "gflops", "params", "int8_macs", "int8_mac_share", "by_op_type")
-    return {"source": model.compute_source, **{k: c[k] for k in keep}}
+        return {"source": f"unknown: {exc}", **dict.fromkeys(COMPUTE_KEYS)}
+
+
+COMPUTE_KEYS = ("macs", "gmacs", "gflops", "params", "int8_macs", "int8_mac_share", "by_op_type")
+
+
+def graph_compute(onnx_path: Path, source: str = "ONNX graph") -> dict[str, Any]:
+    """The compute block of a bench document: MACs, params and INT8 share counted on the graph, batch 1."""
+    from edgepipe.bench.macs import count_macs
+
+    c = count_macs(onnx_path, batch=1)
+    return {"source": source, **{k: c[k] for k in COMPUTE_KEYS}}
 
 
 def thop_check(model: BenchModel, graph_macs: int | None, input_size: list[int] | None) -> dict[str, Any]:

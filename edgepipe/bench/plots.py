@@ -1,4 +1,5 @@
-"""PNG plots of a bench run: accuracy vs latency with the Pareto front, and latency distributions.
+"""PNG plots of a bench document (`edgepipe bench --plots`, a run's report): accuracy vs latency with the
+Pareto front, and latency distributions.
 
 Figures are built on matplotlib's object API with the Agg canvas, so nothing touches pyplot's global state
 or the user's backend.
@@ -37,7 +38,7 @@ def _figure(width: float, height: float):
 
 
 def _label(row: dict, batches: int) -> str:
-    return f"{row['model']} · {row['runtime']}" + (f" · bs {row['batch_size']}" if batches > 1 else "")
+    return f"{row['model']} · {row['runtime_label']}" + (f" · bs {row['batch_size']}" if batches > 1 else "")
 
 
 def accuracy_vs_latency(rows: list[dict], path: Path) -> Path | None:
@@ -51,16 +52,16 @@ def accuracy_vs_latency(rows: list[dict], path: Path) -> Path | None:
         return None
     fig = _figure(7.0, 4.6)
     ax = fig.add_subplot()
-    runtimes = sorted({r["runtime"] for r in pts})
+    runtimes = sorted({r["runtime_label"] for r in pts})
     models = list(dict.fromkeys(r["model"] for r in pts))
     colors = {rt: f"C{i}" for i, rt in enumerate(runtimes)}
     for i, r in enumerate(pts):
         marker = _MARKERS[models.index(r["model"]) % len(_MARKERS)]
         ax.scatter(
-            r["latency"]["p50_ms"], r["top1"], color=colors[r["runtime"]], marker=marker, s=45, zorder=3
+            r["latency"]["p50_ms"], r["top1"], color=colors[r["runtime_label"]], marker=marker, s=45, zorder=3
         )
         ax.annotate(
-            f"{r['model']}\n{r['runtime']}",
+            f"{r['model']}\n{r['runtime_label']}",
             (r["latency"]["p50_ms"], r["top1"]),
             fontsize=6,
             xytext=(4, 3 if i % 2 == 0 else -12),
@@ -103,9 +104,9 @@ def latency_distribution(rows: list[dict], path: Path) -> Path | None:
         patch_artist=True,
         flierprops={"markersize": 2, "alpha": 0.4},
     )
-    runtimes = sorted({r["runtime"] for r in rows})
+    runtimes = sorted({r["runtime_label"] for r in rows})
     for patch, r in zip(box["boxes"], rows, strict=True):
-        patch.set_facecolor(f"C{runtimes.index(r['runtime'])}")
+        patch.set_facecolor(f"C{runtimes.index(r['runtime_label'])}")
         patch.set_alpha(0.6)
     ax.set_yticks(range(1, len(rows) + 1), [_label(r, batches) for r in rows], fontsize=7)
     ax.invert_yaxis()

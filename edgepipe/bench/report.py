@@ -1,85 +1,213 @@
-"""report.json / report.md: all models x runtimes side by side, with the environment they ran on."""
+"""The one bench document (``edgepipe.bench/2``), its Markdown view and its plots.
+
+`edgepipe bench --json` and a run's ``report.json`` are both built by :func:`document`, drawn by
+:func:`write_plots` and shown by :func:`markdown`; docs/report_schema.md documents every field and
+:mod:`edgepipe.bench.schema` checks them.
+"""
 
 from __future__ import annotations
 
+import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from edgepipe.artifacts import atomic_write_json, atomic_write_text
+from edgepipe.bench.rows import baseline_name
 
-SCHEMA = "edgepipe.report/1"
+SCHEMA = "edgepipe.bench/2"
+PLOTS = {"accuracy_vs_latency": "accuracy vs latency", "latency": "latency distribution"}
+_MATCH_WORDS = {"runtime_label": "runtime (with its precision)", "runtime": "runtime", "batch_size": "batch"}
 
 
-def _fmt(v: Any, nd: int = 2) -> str:
+def document(
+    *,
+    environment: dict[str, Any],
+    settings: dict[str, Any],
+    baseline: dict[str, Any],
+    data: dict[str, Any] | None,
+    models: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    gates: list[dict[str, Any]],
+    notes: list[str],
+    plots: dict[str, str],
+    reference: dict[str, Any] | None = None,
+    recipe: str | None = None,
+    stages: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Every key always present (None where it does not apply), so readers never guess which tool wrote it."""
+    from edgepipe import __version__
+
+    return {
+        "schema": SCHEMA,
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "edgepipe_version": __version__,
+        "recipe": recipe,
+        "environment": environment,
+        "settings": settings,
+        "baseline": baseline,
+        "data": data,
+        "reference": reference,
+        "models": models,
+        "rows": rows,
+        "gates": gates,
+        "stages": stages,
+        "notes": notes,
+        "plots": plots,
+    }
+
+
+def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> dict[str, Path]:
+    """The PNGs the rows can feed (accuracy needs top-1, distributions need latency samples)."""
+    from edgepipe.bench import plots
+
+    out = {}
+    for key, fn in (
+        ("accuracy_vs_latency", plots.accuracy_vs_latency),
+        ("latency", plots.latency_distribution),
+    ):
+        path = fn(rows, Path(out_dir) / f"{key}.png")
+        if path is not None:
+            out[key] = path
+    return out
+
+
+def drop_samples(rows: list[dict[str, Any]]) -> None:
+    """Raw latency samples feed the plots; documents keep the statistics."""
+    for r in rows:
+        r["latency"].pop("samples_ms", None)
+
+
+def _fmt(v: Any, nd: int = 2, suffix: str = "") -> str:
     if v is None:
         return "–"
     if isinstance(v, float):
-        return f"{v:.{nd}f}"
-    return str(v)
+        return f"{v:.{nd}f}{suffix}"
+    return f"{v}{suffix}"
 
 
-def speedups(rows: list[dict]) -> None:
-    """Add speedup_vs_fp32: latency of the same runtime's FP32 row over this row's (same batch)."""
-    base = {
-        (r["runtime"], r["latency"]["batch_size"]): r["latency"]["p50_ms"]
-        for r in rows
-        if r["model"] == "fp32"
-    }
-    for r in rows:
-        ref = base.get((r["runtime"], r["latency"]["batch_size"]))
-        r["speedup_vs_fp32"] = ref / r["latency"]["p50_ms"] if ref else None
-
-
-def markdown_table(rows: list[dict]) -> str:
-    head = (
-        "| model | runtime | test top-1 % | GMACs | GFLOPs | top-1/GFLOPs | p50 ms | p90 ms "
-        "| speed-up vs FP32 | size MB | INT8 MAC share |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
-    )
-    lines = []
-    for r in rows:
-        lat = r["latency"]
-        lines.append(
-            f"| {r['model']} | {r['runtime_label']} | {_fmt(r.get('top1'))} | {_fmt(r['gmacs'], 4)} | "
-            f"{_fmt(r['gflops'], 4)} | {_fmt(r.get('efficiency_top1_per_gflop'), 1)} | "
-            f"{_fmt(lat['p50_ms'], 3)} | "
-            f"{_fmt(lat['p90_ms'], 3)} | {_fmt(r.get('speedup_vs_fp32'))}x | {_fmt(r['size_mb'])} | "
-            f"{_fmt(100 * r['int8_mac_share'], 0)}% |"
+def _columns(doc: dict[str, Any]) -> list[tuple[str, Any]]:
+    rows = doc["rows"]
+    acc = any(r.get("top1") is not None for r in rows)
+    names = {baseline_name(r) for r in rows} - {None}
+    one_base = len(names) == 1
+    cols: list[tuple[str, Any]] = [
+        ("model", lambda r: r["model"]),
+        ("runtime", lambda r: r["runtime_label"]),
+        ("batch", lambda r: r["batch_size"]),
+    ]
+    if acc:
+        cols += [
+            ("top-1 %", lambda r: _fmt(r.get("top1"))),
+            ("top-5 %", lambda r: _fmt(r.get("top5"))),
+            ("macro F1", lambda r: _fmt(r.get("macro_f1"), 3)),
+        ]
+    if doc.get("reference") is not None:
+        cols.append(("agree % vs ref", lambda r: _fmt(r.get("agreement"))))
+    cols += [
+        ("GMACs", lambda r: "–" if r.get("gmacs") is None else f"{r['gmacs']:.4g}"),
+        (
+            "INT8 MACs",
+            lambda r: _fmt(None if r.get("int8_mac_share") is None else 100 * r["int8_mac_share"], 0, "%"),
+        ),
+        ("p50 ms", lambda r: _fmt(r["latency"]["p50_ms"], 3)),
+        ("p99 ms", lambda r: _fmt(r["latency"]["p99_ms"], 3)),
+        ("img/s", lambda r: _fmt(r["latency"]["throughput_ips"], 1)),
+        ("cold ms", lambda r: _fmt(r["latency"]["cold_ms"], 1)),
+    ]
+    if any(r.get("memory") for r in rows):
+        cols.append(("peak MB", lambda r: _fmt((r.get("memory") or {}).get("peak_delta_mb"), 1)))
+    if one_base:
+        cols.append((f"speed-up vs {names.pop()}", lambda r: _fmt(r.get("speedup"), 2, "x")))
+    else:  # rows divide by different baselines: each cell names its own
+        cols.append(
+            (
+                "speed-up",
+                lambda r: (
+                    _fmt(r.get("speedup"), 2, "x")
+                    + (f" vs {baseline_name(r)}" if r.get("speedup") is not None else "")
+                ),
+            )
         )
-    return head + "\n".join(lines) + "\n"
+    if acc:
+        cols.append(("top-1 drop", lambda r: _fmt(r.get("acc_drop"))))
+    cols.append(("size MB", lambda r: _fmt(r["size_mb"])))
+    if acc:
+        cols += [
+            ("top-1/GFLOP", lambda r: _fmt(r.get("top1_per_gflop"), 1)),
+            ("top-1/ms", lambda r: _fmt(r.get("top1_per_ms"), 2)),
+        ]
+    return cols
 
 
-def write_report(
-    run_dir: Path, recipe_name: str, rows: list[dict], env: dict, stages: dict[str, Any], notes: list[str]
-) -> dict:
-    report = {
-        "schema": SCHEMA,
-        "recipe": recipe_name,
-        "environment": env,
-        "stages": stages,
-        "rows": rows,
-        "notes": notes,
-    }
-    atomic_write_json(Path(run_dir) / "report.json", report)
-    md = [f"# edgepipe report: {recipe_name}", ""]
-    md.append(markdown_table(rows))
-    md.append(
-        f"Latency at batch {rows[0]['latency']['batch_size'] if rows else '?'}, "
-        f"{rows[0].get('threads', '?') if rows else '?'} threads; "
-        f"CPU: {env.get('cpu_model', '?')} ({', '.join(env.get('isa_flags', []))}). "
-        "GMACs are counted from each ONNX graph; an INT8 graph does the MACs of its FP32 twin, "
-        "so INT8 shows up as latency and size, not GFLOPs."
+def markdown(doc: dict[str, Any]) -> str:
+    """Models x runtimes x batch sizes side by side; accuracy columns only when accuracy was measured."""
+    rows, settings, env = doc["rows"], doc["settings"], doc["environment"]
+    cols = _columns(doc)
+    text = [f"# edgepipe report: {doc['recipe']}", ""] if doc.get("recipe") else []
+    text += [
+        "| " + " | ".join(c for c, _ in cols) + " |",
+        "|" + "---|" * len(cols),
+        *("| " + " | ".join(str(get(r)) for _, get in cols) + " |" for r in rows),
+        "",
+    ]
+    base = doc["baseline"]
+    match = " and ".join(_MATCH_WORDS.get(k, k) for k in base.get("match", []))
+    threads = f"{settings['threads']} thread" + ("s" if settings["threads"] != 1 else "")
+    ov = [r for r in rows if r["runtime"] == "openvino"]
+    openvino = ""
+    if ov:
+        precisions = ", ".join(dict.fromkeys(str(r["precision"]) for r in ov))
+        openvino = f" OpenVINO: precision hint {precisions}, performance hint {ov[0]['perf_hint']}."
+    peak = (
+        " Peak MB: RSS rise while loading the runtime and timing it."
+        if any(r.get("memory") for r in rows)
+        else ""
     )
-    md += ["", *[f"- {n}" for n in notes]]
-    atomic_write_text(Path(run_dir) / "report.md", "\n".join(md) + "\n")
-    return report
+    text.append(
+        f"Baseline for speed-up (p50 ratio) and top-1 drop (points): **{base['model']}** on the same "
+        f"{match}. "
+        f"Latency: {threads}, {settings['warmup']} warm-up runs, then at least {settings['min_iters']} runs "
+        f"and {settings['min_seconds']:g} s per row; cold = first inference.{openvino}{peak}"
+    )
+    pk = env.get("packages", {})
+    text.append(
+        f"CPU: {env.get('cpu_model', '?')} ({env.get('logical_cores', '?')} logical cores; "
+        f"{', '.join(env.get('isa_flags', [])) or 'no VNNI/AMX/AVX-512 flags'}); "
+        + ", ".join(f"{k} {v}" for k, v in pk.items() if v != "absent")
+        + "."
+    )
+    if doc.get("data") is not None:
+        d = doc["data"]
+        text.append(
+            f"Accuracy: {d['images']} images of {d['data']} ({d['kind']}); top-1/ms uses p50 per image."
+        )
+    if doc.get("reference") is not None:
+        r = doc["reference"]
+        text.append(
+            f"agree %: share of images with the same top-1 class as {r['model']} on {r['runtime']} (which "
+            f"predicts {r['distinct_predictions']} distinct class(es) on them)."
+        )
+    if doc.get("plots"):
+        text += ["", *(f"![{PLOTS.get(k, k)}]({p})" for k, p in doc["plots"].items())]
+    if doc.get("notes"):
+        text += ["", *(f"- {n}" for n in doc["notes"])]
+    if doc.get("gates"):
+        failed = [g for g in doc["gates"] if not g["passed"]]
+        gates = sorted({g["gate"] for g in doc["gates"]})
+        text += [
+            "",
+            f"Gates {', '.join(gates)}: " + (f"{len(failed)} failed" if failed else "all passed") + ".",
+        ]
+    return "\n".join(text) + "\n"
 
 
-def write_run_report(run_dir: Path, recipe, status: dict[str, Any]) -> dict:
-    """The run's report.json/report.md from the bench rows and the other stages' metrics."""
-    import json
-
+def write_run_report(run_dir: Path, recipe, status: dict[str, Any]) -> dict[str, Any]:
+    """The run's report.json/report.md (and plots beside them) from the bench stage's measurement and the
+    other stages' metrics."""
+    run_dir = Path(run_dir)
     bench = status["bench"]["manifest"]
-    rows_doc = json.loads((Path(run_dir) / "bench" / bench["outputs"]["rows"]["file"]).read_text())
+    measured = json.loads((run_dir / "bench" / bench["outputs"]["rows"]["file"]).read_text())
     stages = {
         name: {
             "metrics": s["manifest"]["metrics"],
@@ -88,14 +216,36 @@ def write_run_report(run_dir: Path, recipe, status: dict[str, Any]) -> dict:
         }
         for name, s in status.items()
     }
-    rows = rows_doc["rows"]
-    notes = []
-    macs = {round(r["gmacs"], 6) for r in rows}
-    notes.append(
+    rows = measured["rows"]
+    plots = {k: p.name for k, p in write_plots(rows, run_dir).items()}  # beside report.json
+    drop_samples(rows)
+    doc = document(
+        environment=measured["environment"],
+        settings=measured["settings"],
+        baseline=measured["baseline"],
+        data=measured["data"],
+        models=measured["models"],
+        rows=rows,
+        gates=measured["gates"],
+        notes=_run_notes(rows, stages, measured["environment"]),
+        plots=plots,
+        recipe=recipe.name,
+        stages=stages,
+    )
+    atomic_write_json(run_dir / "report.json", doc)
+    atomic_write_text(run_dir / "report.md", markdown(doc))
+    return doc
+
+
+def _run_notes(rows: list[dict], stages: dict[str, Any], env: dict[str, Any]) -> list[str]:
+    macs = {round(r["gmacs"], 6) for r in rows if r.get("gmacs") is not None}
+    notes = [
         "GMACs are equal for FP32 and INT8 models"
         if len(macs) == 1
-        else f"GMACs differ between models: {sorted(macs)}"
-    )
+        else f"GMACs differ between models: {sorted(macs)}",
+        "GMACs are counted from each ONNX graph; an INT8 graph does the MACs of its FP32 twin, so INT8 shows "
+        "up as latency and size, not GFLOPs",
+    ]
     exp = stages.get("export", {}).get("metrics", {})
     for key, m in exp.items():
         if isinstance(m, dict) and "ort_agreement" in m:
@@ -114,6 +264,6 @@ def write_run_report(run_dir: Path, recipe, status: dict[str, Any]) -> dict:
         m = stages.get(name, {}).get("metrics", {})
         if "test_top1" in m:
             notes.append(f"{name}: torch test top-1 {m['test_top1']:.2f}% (val {m['val_top1']:.2f}%)")
-    if not any(f in rows_doc["environment"].get("isa_flags", []) for f in ("avx512_bf16", "amx_bf16")):
+    if not any(f in env.get("isa_flags", []) for f in ("avx512_bf16", "amx_bf16")):
         notes.append("no native bf16 on this CPU: OpenVINO runs FP32 in f32 here, no bf16 row")
-    return write_report(run_dir, recipe.name, rows, rows_doc["environment"], stages, notes)
+    return notes

@@ -1,4 +1,8 @@
-"""bench: every exported model on every runtime: test top-1, GMACs from the graph, latency, efficiency."""
+"""bench: every exported model on every runtime: test top-1, GMACs from the graph, latency, efficiency.
+
+Rows, relative numbers and gates are those of `edgepipe bench` (edgepipe.bench.rows); the run's report.json
+is the same ``edgepipe.bench`` document, written after the run by edgepipe.bench.report.write_run_report.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from edgepipe.artifacts import StageResult, atomic_write_json
-from edgepipe.bench.harness import bench_row
-from edgepipe.bench.report import speedups
+from edgepipe.artifacts import StageResult, atomic_write_json, hash_json, sha256_file
+from edgepipe.bench import gates as gate_mod
+from edgepipe.bench.accuracy import score_logits
+from edgepipe.bench.harness import measure, model_size_mb
+from edgepipe.bench.loading import graph_compute
+from edgepipe.bench.report import SCHEMA
+from edgepipe.bench.rows import SameSetting, add_relative, build_row
 from edgepipe.bench.timing import environment
 from edgepipe.data.loaders import SplitData
 from edgepipe.quant.export import read_metadata
@@ -25,37 +33,35 @@ MODELS = (
     ("int8-qat", "onnx_int8", "ir_int8"),
     ("int8-ptq", "onnx_ptq", None),
 )
+BASELINE = SameSetting("fp32")  # each OpenVINO precision is compared with its own fp32 row
+HINT = "LATENCY"
 
 
 def config(recipe: Recipe) -> dict[str, Any]:
-    return {"bench": recipe.bench.model_dump()}
+    # the schema is part of the key: a cached measurement in an older row format is measured again
+    return {"bench": recipe.bench.model_dump(), "schema": SCHEMA}
 
 
-def _runtimes(cfg, env: dict) -> list[tuple[str, str, dict]]:
-    """(runtime, label, options); OpenVINO FP32 is pinned to f32, bf16 gets its own row where native."""
-    out = []
+def _runtimes(cfg, env: dict) -> list[tuple[str, str | None, dict]]:
+    """(runtime, precision, options); OpenVINO FP32 is pinned to f32, bf16 gets its own row where native."""
+    out: list[tuple[str, str | None, dict]] = []
     for rt in cfg.runtimes:
         if rt == "onnxruntime":
-            out.append((rt, "onnxruntime", {"threads": cfg.threads}))
+            out.append((rt, None, {"threads": cfg.threads}))
         else:
-            out.append((rt, "openvino-f32", {"threads": cfg.threads, "precision": "f32"}))
+            out.append((rt, "f32", {"threads": cfg.threads, "precision": "f32", "hint": HINT}))
             if {"avx512_bf16", "amx_bf16"} & set(env.get("isa_flags", [])):
-                out.append((rt, "openvino-bf16", {"threads": cfg.threads, "precision": "bf16"}))
+                out.append((rt, "bf16", {"threads": cfg.threads, "precision": "bf16", "hint": HINT}))
     return out
 
 
 def check_gates(gates: tuple[str, ...], rows: list[dict]) -> list[dict[str, Any]]:
-    """bench.fail_if, evaluated as ``edgepipe bench --fail-if`` does with fp32 as the baseline (each OpenVINO
-    precision compared with its own fp32 row); the stage fails naming every gate that failed."""
-    from edgepipe.bench import gates as gate_mod
-    from edgepipe.bench.summary import add_relative
+    """bench.fail_if on rows with their relative numbers: the stage fails naming every gate that failed."""
     from edgepipe.errors import GateFailed
 
     if not gates:
         return []
-    view = [{**r, "runtime": r["runtime_label"], "batch_size": r["latency"]["batch_size"]} for r in rows]
-    add_relative(view, "fp32")
-    results = gate_mod.evaluate([gate_mod.parse_gate(g) for g in gates], view)
+    results = gate_mod.evaluate([gate_mod.parse_gate(g) for g in gates], rows)
     try:
         gate_mod.enforce(results)
     except GateFailed as exc:
@@ -65,54 +71,122 @@ def check_gates(gates: tuple[str, ...], rows: list[dict]) -> list[dict[str, Any]
 
 def run(ctx: StageContext) -> StageResult:
     from edgepipe.runtimes import get_runtime
+    from edgepipe.stages.export import runtime_logits
 
     r, cfg = ctx.recipe, ctx.recipe.bench
     env = environment()
+    env["id"] = hash_json(env)[:12]
     meta = read_metadata(ctx.input("onnx_fp32"))
     pre = meta["preprocessing"]
     data = SplitData(ctx.input("split"), r.data, pre, r.seed)
     x, y = data.arrays("test")
-    rows = []
+    rows: list[dict[str, Any]] = []
+    models: list[dict[str, Any]] = []
+    preds: dict[str, list[int]] = {}
     for label, onnx_key, ir_key in MODELS:
         if onnx_key not in ctx.inputs:
             continue
         onnx_path = ctx.inputs[onnx_key]
-        for runtime, rt_label, options in _runtimes(cfg, env):
-            if runtime == "openvino" and rt_label.endswith("bf16") and label != "fp32":
-                continue
+        compute = graph_compute(onnx_path)
+        runtimes = _runtimes(cfg, env)
+        if label != "fp32":
+            runtimes = [t for t in runtimes if t[1] != "bf16"]
+        for runtime, precision, options in runtimes:
             model_path: Path = (
                 ctx.inputs.get(ir_key, onnx_path) if runtime == "openvino" and ir_key else onnx_path
             )
-            rt = get_runtime(runtime, model_path, **options)
-            row = bench_row(
-                label,
-                onnx_path,
-                runtime,
-                rt,
-                x=x,
-                y=y,
-                input_size=pre["input_size"],
-                batch_size=cfg.batch_size,
+            rt, timings, memory = measure(
+                lambda runtime=runtime, path=model_path, options=options: get_runtime(
+                    runtime, path, **options
+                ),
+                pre["input_size"],
+                [cfg.batch_size],
                 warmup=cfg.warmup,
                 min_iters=cfg.min_iters,
                 min_seconds=cfg.min_seconds,
-                model_path=model_path,
+                keep_samples=True,  # for the run report's latency plot; dropped from report.json
             )
-            row["runtime_label"] = rt_label
+            logits = runtime_logits(rt, x)
+            row = build_row(
+                model=label,
+                file=str(model_path),
+                kind="openvino-ir" if model_path.suffix == ".xml" else "onnx",
+                runtime=runtime,
+                precision=precision,
+                perf_hint=HINT if runtime == "openvino" else None,
+                threads=rt.options.get("threads"),
+                runtime_options=rt.describe(),
+                size_mb=round(model_size_mb(model_path), 3),
+                compute=compute,
+                latency=timings[cfg.batch_size],
+                memory=memory,
+                scores=score_logits(logits, y),
+                environment_id=env["id"],
+            )
+            del rt
             rows.append(row)
+            preds[f"{label}|{row['runtime_label']}"] = logits.argmax(1).tolist()
             log.info(
                 "bench %-8s %-14s top-1 %.2f  p50 %.3f ms",
                 label,
-                rt_label,
+                row["runtime_label"],
                 row["top1"],
                 row["latency"]["p50_ms"],
             )
-    speedups(rows)
+        models.append(_model_doc(label, onnx_path, pre, meta, compute, [t[0] for t in runtimes]))
+    add_relative(rows, BASELINE)
     gates = check_gates(cfg.fail_if, rows)
-    preds = {f"{r_['model']}|{r_['runtime_label']}": r_.pop("preds").tolist() for r_ in rows}
-    atomic_write_json(ctx.out_dir / "rows.json", {"environment": env, "rows": rows})
+    measured = {
+        "environment": env,
+        "settings": _settings(cfg),
+        "baseline": BASELINE.describe(),
+        "data": {
+            "data": r.data.dataset or str(r.data.root),
+            "kind": "test split of this run",
+            "classes": data.classes,
+            "images": int(len(y)),
+            "available_images": int(len(y)),
+        },
+        "models": models,
+        "rows": rows,  # latency samples kept: the run report draws them, then drops them
+        "gates": gates,
+    }
+    atomic_write_json(ctx.out_dir / "rows.json", measured)
     atomic_write_json(ctx.out_dir / "predictions.json", {"labels": y.tolist(), "preds": preds})
     return StageResult(
         outputs={"rows": "rows.json", "predictions": "predictions.json"},
         metrics={"rows": len(rows), "gates": gates},
     )
+
+
+def _model_doc(
+    label: str, onnx_path: Path, pre: dict, meta: dict, compute: dict, runtimes: list[str]
+) -> dict:
+    return {
+        "name": label,
+        "file": str(onnx_path),
+        "kind": "onnx",
+        "sha256": sha256_file(onnx_path),
+        "size_mb": round(model_size_mb(onnx_path), 3),
+        "input_size": list(pre["input_size"]),
+        "preprocessing": pre,
+        "preprocessing_source": "ONNX metadata_props",
+        "classes": meta.get("classes"),
+        "classes_source": "ONNX metadata_props" if meta.get("classes") else None,
+        "runtimes": list(dict.fromkeys(runtimes)),
+        "compute": compute,
+    }
+
+
+def _settings(cfg) -> dict[str, Any]:
+    return {
+        "runtimes": list(cfg.runtimes),
+        "threads": cfg.threads,
+        "batch_sizes": [cfg.batch_size],
+        "warmup": cfg.warmup,
+        "min_iters": cfg.min_iters,
+        "min_seconds": cfg.min_seconds,
+        "precision": "f32",
+        "hint": HINT,
+        "gates": list(cfg.fail_if),
+    }

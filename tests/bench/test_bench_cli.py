@@ -90,7 +90,8 @@ def test_onnx_models_on_two_runtimes_write_the_schema(zoo, tmp_path):
                 "--reference", zoo["fp32"], "--json", out, *FAST)  # fmt: skip
     assert res.exit_code == 0, res.output
     doc = json.loads(out.read_text())
-    assert doc["schema"] == "edgepipe.bench/1" and doc["baseline"] == "fp32.onnx"
+    assert doc["schema"] == "edgepipe.bench/2"
+    assert doc["baseline"] == {"model": "fp32.onnx", "match": ["runtime_label", "batch_size"]}
     assert {"cpu_model", "isa_flags", "packages", "id"} <= set(doc["environment"])
     rows = {(r["model"], r["runtime"]): r for r in doc["rows"]}
     assert set(rows) == {(m, r) for m in ("fp32.onnx", "int8.onnx") for r in ("onnxruntime", "openvino")}
@@ -106,10 +107,15 @@ def test_onnx_models_on_two_runtimes_write_the_schema(zoo, tmp_path):
         assert "samples_ms" not in r["latency"]
         assert r["memory"]["peak_rss_mb"] >= r["memory"]["rss_before_mb"] > 0
     assert (
-        ov["precision_hint"] == "f32" and ov["runtime_options"]["options"]["effective"]["precision"] == "f32"
+        ov["precision"] == "f32" and ov["runtime_options"]["options"]["effective"]["precision"] == "f32"
     )
-    assert rows["int8.onnx", "openvino"]["speedup"] > 0 and ort["is_baseline"] and ort["speedup"] == 1.0
+    int8_ov = rows["int8.onnx", "openvino"]
+    assert int8_ov["speedup"] > 0 and ort["is_baseline"] and ort["speedup"] == 1.0
+    assert int8_ov["baseline"] == {"model": "fp32.onnx", "runtime": "openvino", "precision": "f32",
+                                   "runtime_label": "openvino-f32", "batch_size": 1}  # fmt: skip
+    assert int8_ov["speedup"] == ov["latency"]["p50_ms"] / int8_ov["latency"]["p50_ms"]
     assert "| fp32.onnx | onnxruntime | 1 |" in res.output and "agree % vs ref" in res.output
+    assert "| speed-up vs fp32.onnx |" in res.output
 
 
 def test_batch_sizes_per_model_runtimes_and_plots(zoo, tmp_path):
@@ -123,6 +129,7 @@ def test_batch_sizes_per_model_runtimes_and_plots(zoo, tmp_path):
     ]  # fmt: skip
     assert doc["data"]["images"] == 5 and doc["data"]["available_images"] == 24
     assert doc["rows"][3]["latency"]["throughput_ips"] > 0 and doc["rows"][3]["speedup"] is None
+    assert doc["rows"][3]["baseline"] is None  # fp32.onnx ran on openvino only: nothing to divide by
     for name in ("accuracy_vs_latency.png", "latency.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -142,7 +149,7 @@ def test_openvino_ir_reads_its_metadata_and_counts_on_a_sibling_onnx(zoo, tmp_pa
     assert lone["compute"]["gmacs"] is None and lone["compute"]["source"].startswith("unknown: no .onnx")
     assert [r["runtime"] for r in doc["rows"]] == ["openvino", "openvino"]
     assert all(r["agreement"] == 100.0 for r in doc["rows"])
-    assert "| lone/fp32.xml | openvino | 1 |" in res.output
+    assert "| lone/fp32.xml | openvino-f32 | 1 |" in res.output
 
 
 def test_openvino_hints_are_recorded_and_bf16_without_hardware_is_flagged(zoo, tmp_path):
@@ -153,7 +160,8 @@ def test_openvino_hints_are_recorded_and_bf16_without_hardware_is_flagged(zoo, t
     assert res.exit_code == 0, res.output
     doc = json.loads(out.read_text())
     row = doc["rows"][0]
-    assert row["precision_hint"] == "bf16" and row["perf_hint"] == "THROUGHPUT" and row["threads"] == 1
+    assert row["precision"] == "bf16" and row["perf_hint"] == "THROUGHPUT" and row["threads"] == 1
+    assert row["runtime_label"] == "openvino-bf16"
     assert row["runtime_options"]["options"]["config"]["PERFORMANCE_HINT"] == "THROUGHPUT"
     native = {"avx512_bf16", "amx_bf16"} & set(doc["environment"]["isa_flags"])
     assert any("without native bf16" in n for n in doc["notes"]) is not bool(native)

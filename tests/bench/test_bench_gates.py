@@ -11,8 +11,8 @@ from edgepipe.errors import BenchInputError, GateFailed
 def row(model: str, runtime: str = "onnxruntime", p99: float = 5.0, **extra) -> dict:
     lat = {"p50_ms": p99 / 2, "p90_ms": p99 / 1.5, "p99_ms": p99, "mean_ms": p99 / 2, "cold_ms": 9.0,
            "throughput_ips": 100.0}  # fmt: skip
-    base = {"model": model, "runtime": runtime, "batch_size": 1, "latency": lat, "size_mb": 4.0,
-            "memory": {"peak_delta_mb": 12.0}, "is_baseline": model == "fp32"}  # fmt: skip
+    base = {"model": model, "runtime": runtime, "runtime_label": runtime, "batch_size": 1, "latency": lat,
+            "size_mb": 4.0, "memory": {"peak_delta_mb": 12.0}, "is_baseline": model == "fp32"}  # fmt: skip
     return {**base, **extra}
 
 

@@ -3,8 +3,9 @@
 Every input problem (not a model, wrong input shape or layout, missing runtime, classes the model lacks,
 malformed gate) is found before the first timed run. Then, per model and runtime: peak memory and latency
 (cold first inference, then warm-up, percentiles), accuracy on ``--data`` through that runtime, agreement
-with ``--reference``, and MACs counted on the ONNX graph. Output: an ``edgepipe.bench/1`` JSON document, a
-Markdown table, optional PNG plots, and gate results that ``edgepipe.bench.gates.enforce`` turns into exit 8.
+with ``--reference``, and MACs counted on the ONNX graph. Output: an ``edgepipe.bench/2`` document (the
+schema a run's report.json shares, docs/report_schema.md), a Markdown table, optional PNG plots, and gate
+results that ``edgepipe.bench.gates.enforce`` turns into exit 8.
 """
 
 from __future__ import annotations
@@ -12,17 +13,15 @@ from __future__ import annotations
 import logging
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgepipe import __version__
 from edgepipe.artifacts import atomic_write_json, hash_json, sha256_file
 from edgepipe.bench import accuracy as acc
 from edgepipe.bench import gates as gate_mod
-from edgepipe.bench.harness import model_size_mb
+from edgepipe.bench.harness import measure, model_size_mb
 from edgepipe.bench.loading import (
     RUNNABLE_ON,
     BenchModel,
@@ -35,14 +34,13 @@ from edgepipe.bench.loading import (
     thop_check,
     unique_names,
 )
-from edgepipe.bench.memory import PeakMemory
-from edgepipe.bench.summary import add_relative, markdown
-from edgepipe.bench.timing import environment, time_callable
+from edgepipe.bench.report import document, drop_samples, markdown, write_plots
+from edgepipe.bench.rows import SameSetting, add_relative, build_row
+from edgepipe.bench.timing import environment
 from edgepipe.errors import BenchInputError
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "edgepipe.bench/1"
 PRECISIONS = ("f32", "bf16")
 HINTS = ("LATENCY", "THROUGHPUT")
 
@@ -186,35 +184,23 @@ def bench_models(models: list[str | Path], opts: BenchOptions) -> BenchResult:
             model_docs.append(doc)
             rows += model_rows
             notes += _notes(plan, doc, opts)
-    add_relative(rows, loaded[0].name)
+    baseline = SameSetting(loaded[0].name)
+    add_relative(rows, baseline)
     notes += _precision_notes(rows, opts, env)
-    doc = {
-        "schema": SCHEMA,
-        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "edgepipe_version": __version__,
-        "environment": env,
-        "settings": _settings(opts, args),
-        "baseline": loaded[0].name,
-        "data": data.describe() if data else None,
-        "reference": reference,
-        "models": model_docs,
-        "rows": rows,
-        "gates": gate_mod.evaluate(gates, rows),
-        "notes": notes,
-        "plots": {},
-    }
-    if opts.plots_dir is not None:
-        from edgepipe.bench import plots
-
-        for key, fn in (
-            ("accuracy_vs_latency", plots.accuracy_vs_latency),
-            ("latency", plots.latency_distribution),
-        ):
-            path = fn(rows, Path(opts.plots_dir) / f"{key}.png")
-            if path is not None:
-                doc["plots"][key] = str(path)
-    for r in rows:  # raw samples feed the plots; the JSON keeps the statistics
-        r["latency"].pop("samples_ms", None)
+    plots = {} if opts.plots_dir is None else write_plots(rows, Path(opts.plots_dir))
+    drop_samples(rows)
+    doc = document(
+        environment=env,
+        settings=_settings(opts, args),
+        baseline=baseline.describe(),
+        data=data.describe() if data else None,
+        models=model_docs,
+        rows=rows,
+        gates=gate_mod.evaluate(gates, rows),
+        notes=notes,
+        plots={k: str(p) for k, p in plots.items()},
+        reference=reference,
+    )
     if opts.json_out is not None:
         atomic_write_json(opts.json_out, doc)
     return BenchResult(doc, markdown(doc))
@@ -241,21 +227,16 @@ def _bench_model(plan: _Plan, opts: BenchOptions, data, images, ref_preds, env_i
         "thop_check": thop_check(m, comp.get("macs"), plan.size),
     }
     rows = []
-    rng = np.random.default_rng(0)
-    samples = {b: rng.standard_normal((b, *plan.size), dtype=np.float32) for b in opts.batch_sizes}
     for rt_name in m.runtimes:
-        with PeakMemory() as mem:
-            rt = build_runtime(m, rt_name, opts.threads, opts.precision, opts.hint)
-            timings = {}
-            for b, x in samples.items():
-                timings[b] = time_callable(
-                    lambda x=x, run=rt.predict: run(x),
-                    opts.warmup,
-                    opts.min_iters,
-                    opts.min_seconds,
-                    batch_size=b,
-                    keep_samples=opts.plots_dir is not None,
-                )
+        rt, timings, memory = measure(
+            lambda rt_name=rt_name: build_runtime(m, rt_name, opts.threads, opts.precision, opts.hint),
+            plan.size,
+            opts.batch_sizes,
+            warmup=opts.warmup,
+            min_iters=opts.min_iters,
+            min_seconds=opts.min_seconds,
+            keep_samples=opts.plots_dir is not None,
+        )
         scores: dict[str, Any] = {}
         if data is not None:
             scores, preds = _accuracy(rt, plan, images, data)
@@ -264,34 +245,25 @@ def _bench_model(plan: _Plan, opts: BenchOptions, data, images, ref_preds, env_i
         described = rt.describe()
         del rt
         for b, timing in timings.items():
-            top1 = scores.get("top1")
             rows.append(
-                {
-                    "model": m.name,
-                    "file": str(m.path),
-                    "kind": m.kind,
-                    "runtime": rt_name,
-                    "batch_size": b,
-                    "threads": opts.threads,
-                    "precision_hint": opts.precision if rt_name == "openvino" else None,
-                    "perf_hint": opts.hint if rt_name == "openvino" else None,
-                    "runtime_options": described,
-                    "size_mb": size_mb,
-                    "params": comp.get("params"),
-                    "gmacs": comp.get("gmacs"),
-                    "gflops": comp.get("gflops"),
-                    "int8_mac_share": comp.get("int8_mac_share"),
-                    "compute_source": comp["source"],
-                    "latency": timing,
-                    "memory": mem.result(),
-                    **scores,
-                    "top1_per_gflop": top1 / comp["gflops"]
-                    if top1 is not None and comp.get("gflops")
-                    else None,
-                    "top1_per_ms": top1 / (timing["p50_ms"] / b) if top1 is not None else None,
-                    "environment_id": env_id,
-                }
+                build_row(
+                    model=m.name,
+                    file=str(m.path),
+                    kind=m.kind,
+                    runtime=rt_name,
+                    precision=opts.precision if rt_name == "openvino" else None,
+                    perf_hint=opts.hint if rt_name == "openvino" else None,
+                    threads=opts.threads,
+                    runtime_options=described,
+                    size_mb=size_mb,
+                    compute=comp,
+                    latency=timing,
+                    memory=memory,
+                    scores=scores,
+                    environment_id=env_id,
+                )
             )
+            top1 = scores.get("top1")
             log.info(
                 "bench %s on %s, batch %d: p50 %.3f ms%s",
                 m.name,

@@ -1,0 +1,219 @@
+"""The ``edgepipe.bench/2`` document as typed models: `edgepipe bench --json` and a run's report.json.
+
+docs/report_schema.md explains every field; :func:`validate_document` checks a document against these models
+(unknown keys are errors, so the code, the schema and the docs cannot drift apart silently).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgepipe.bench.report import SCHEMA
+from edgepipe.errors import BenchInputError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Environment(_Strict):
+    cpu_model: str
+    logical_cores: int | None
+    isa_flags: list[str]
+    os: str
+    python: str
+    packages: dict[str, str]
+    id: str
+
+
+class Settings(_Strict):
+    runtimes: list[str] | None
+    threads: int
+    batch_sizes: list[int]
+    warmup: int
+    min_iters: int
+    min_seconds: float
+    precision: str
+    hint: str
+    gates: list[str]
+    # `edgepipe bench` only: the command line as given
+    per_model_runtimes: dict[str, list[str]] | None = None
+    data: str | None = None
+    limit: int | None = None
+    preprocessing_flags: dict[str, Any] | None = None
+    reference: str | None = None
+    opset: int | None = None
+
+
+class Baseline(_Strict):
+    model: str
+    match: list[str]
+
+
+class Data(_Strict):
+    data: str
+    kind: str
+    classes: list[str]
+    images: int
+    available_images: int
+
+
+class Reference(_Strict):
+    model: str
+    file: str
+    runtime: str
+    top1: float
+    top5: float
+    macro_f1: float | None
+    images: int
+    distinct_predictions: int
+
+
+class Compute(_Strict):
+    source: str
+    macs: int | None
+    gmacs: float | None
+    gflops: float | None
+    params: int | None
+    int8_macs: int | None
+    int8_mac_share: float | None
+    by_op_type: dict[str, Any] | None
+
+
+class Model(_Strict):
+    name: str
+    file: str
+    kind: str
+    sha256: str
+    size_mb: float
+    input_size: list[int]
+    preprocessing: dict[str, Any] | None
+    preprocessing_source: str
+    classes: list[str] | None
+    classes_source: str | None
+    runtimes: list[str]
+    compute: Compute
+    # `edgepipe bench` only
+    input_shape: list[int | None] | None = None
+    thop_check: dict[str, Any] | None = None
+
+
+class Latency(_Strict):
+    cold_ms: float
+    iters: int
+    mean_ms: float
+    std_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    min_ms: float
+    throughput_ips: float
+    batch_size: int
+
+
+class Memory(_Strict):
+    method: str
+    rss_before_mb: float
+    peak_rss_mb: float
+    peak_delta_mb: float
+
+
+class RowBaseline(_Strict):
+    model: str
+    runtime: str
+    precision: str | None
+    runtime_label: str
+    batch_size: int
+
+
+class Row(_Strict):
+    model: str
+    file: str
+    kind: str
+    runtime: str
+    precision: str | None
+    runtime_label: str
+    perf_hint: str | None
+    batch_size: int
+    threads: int | None
+    runtime_options: dict[str, Any]
+    size_mb: float
+    params: int | None
+    gmacs: float | None
+    gflops: float | None
+    int8_mac_share: float | None
+    compute_source: str | None
+    latency: Latency
+    memory: Memory | None
+    top1: float | None
+    top5: float | None
+    macro_f1: float | None
+    images: int | None
+    distinct_predictions: int | None
+    agreement: float | None
+    top1_per_gflop: float | None
+    top1_per_ms: float | None
+    speedup: float | None
+    acc_drop: float | None
+    is_baseline: bool
+    baseline: RowBaseline | None
+    environment_id: str
+
+
+class GateResult(_Strict):
+    gate: str
+    model: str
+    runtime: str
+    batch_size: int
+    value: float | None
+    passed: bool
+    reason: str | None = None
+
+
+class StageSummary(_Strict):
+    metrics: dict[str, Any]
+    wall_time_s: float
+    cached: bool
+
+
+class Document(_Strict):
+    schema_: Literal["edgepipe.bench/2"] = Field(alias="schema")
+    created_utc: str
+    edgepipe_version: str
+    recipe: str | None
+    environment: Environment
+    settings: Settings
+    baseline: Baseline
+    data: Data | None
+    reference: Reference | None
+    models: list[Model]
+    rows: list[Row]
+    gates: list[GateResult]
+    stages: dict[str, StageSummary] | None
+    notes: list[str]
+    plots: dict[str, str]
+
+
+MODELS: tuple[type[BaseModel], ...] = (
+    Document, Environment, Settings, Baseline, Data, Reference, Model, Compute, Row, Latency, Memory,
+    RowBaseline, GateResult, StageSummary,
+)  # fmt: skip
+
+
+def validate_document(doc: dict[str, Any]) -> Document:
+    """The document as typed models; a one-line BenchInputError naming the first wrong field otherwise."""
+    if doc.get("schema") != SCHEMA:
+        raise BenchInputError(
+            f"document schema is {doc.get('schema')!r}, not {SCHEMA}; fix: regenerate it with this edgepipe"
+        )
+    try:
+        return Document.model_validate(doc)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise BenchInputError(
+            f"{SCHEMA} document: {where}: {err['msg']} ({exc.error_count()} problem(s)); fix: regenerate it "
+            "with this edgepipe, or update edgepipe/bench/schema.py and docs/report_schema.md together"
+        ) from None
