@@ -5,6 +5,7 @@ import json
 import pytest
 import yaml
 
+from edgepipe.bench.schema import validate_document
 from edgepipe.pipeline import build
 from edgepipe.recipe import load_recipe
 from tests.conftest import tiny_recipe
@@ -39,7 +40,10 @@ def test_every_stage_writes_a_manifest_and_the_run_a_report(run):
         m = json.loads((run_dir / stage / "manifest.json").read_text())
         assert m["stage"] == stage and m["versions"]["torch"] and m["wall_time_s"] >= 0
     report = json.loads((run_dir / "report.json").read_text())
+    validate_document(report)  # the schema `edgepipe bench --json` writes too
     assert (run_dir / "report.md").read_text().startswith("# edgepipe report: tiny")
+    assert {"accuracy_vs_latency", "latency"} <= set(report["plots"])
+    assert all((run_dir / p).is_file() for p in report["plots"].values())
     rows = {(r["model"], r["runtime_label"]): r for r in report["rows"]}
     assert set(rows) >= {
         ("fp32", "onnxruntime"),

@@ -20,6 +20,7 @@ class _Strict(BaseModel):
 
 class Environment(_Strict):
     cpu_model: str
+    cpu_name: str
     logical_cores: int | None
     isa_flags: list[str]
     os: str
