@@ -213,6 +213,85 @@ def bench(
         _fail(exc)
 
 
+@app.command()
+def predict(
+    model: Annotated[
+        Path,
+        typer.Argument(help="An edgepipe .onnx, OpenVINO .xml or model.pt; or a foreign model + flags."),
+    ],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="INPUT...", help="Image files, folders (recursive, sorted), .txt lists of paths."
+        ),
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="CSV of predictions (default: standard output).")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the rows as JSON here.")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Classes per row, best first.")] = 5,
+    runtime: Annotated[
+        str | None,
+        typer.Option("--runtime", "-r", help="torch, onnxruntime or openvino (default: the model's)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per inference call.")] = 32,
+    threads: Annotated[
+        int | None, typer.Option(help="Intra-op threads of the runtime (default: all CPUs).")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Image-decoding threads (0: decode inline).")] = 2,
+    evaluate: Annotated[
+        bool, typer.Option("--eval", help="INPUT is one ImageFolder: also print top-1/top-5/macro F1.")
+    ] = False,
+    strict: Annotated[bool, typer.Option(help="Exit 3 if any input could not be read.")] = False,
+    image_size: Annotated[int | None, typer.Option(help="Foreign models: input size (square).")] = None,
+    resize: Annotated[int | None, typer.Option(help="Foreign models: resize before the centre crop.")] = None,
+    mean: Annotated[str | None, typer.Option(help="Foreign models: r,g,b mean (default ImageNet's).")] = None,
+    std: Annotated[str | None, typer.Option(help="Foreign models: r,g,b std (default ImageNet's).")] = None,
+    classes: Annotated[
+        str | None, typer.Option(help="Foreign models: class names a,b,c or a file, one per line.")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Top-k classes for every input: one CSV row per input, in input order; unreadable files get an error
+    row."""
+    _setup_logging(verbose)
+    try:
+        from edgepipe.artifacts import atomic_path, atomic_write_json
+        from edgepipe.bench import accuracy
+        from edgepipe.errors import DataError
+        from edgepipe.predict import PredictOptions, write_csv
+        from edgepipe.predict import predict as run_predict
+
+        flags = accuracy.PreprocessingFlags(
+            image_size,
+            resize,
+            accuracy.parse_floats(mean, "--mean"),
+            accuracy.parse_floats(std, "--std"),
+            accuracy.parse_classes(classes),
+        )
+        opts = PredictOptions(runtime=runtime, batch_size=batch_size, workers=workers, top_k=top_k,
+                              preprocessing=flags, evaluate=evaluate)
+        if threads is not None:
+            opts.threads = threads
+        result = run_predict(model, inputs, opts)
+        if out is None:
+            write_csv(result, sys.stdout)
+        else:
+            with atomic_path(out) as tmp, open(tmp, "w", newline="") as fh:
+                write_csv(result, fh)
+        if json_out is not None:
+            atomic_write_json(json_out, result.to_json())
+        typer.echo(result.summary() + (f"\npredictions: {out}" if out else ""), err=True)
+        if strict and result.errors:
+            first = result.errors[0]
+            raise DataError(
+                f"{len(result.errors)} of {len(result.rows)} inputs could not be read (first: {first.path}: "
+                f"{first.error}); fix: remove or replace them, or drop --strict"
+            )
+    except EdgepipeError as exc:
+        _fail(exc)
+
+
 def run() -> None:  # pragma: no cover - console entry for `python -m edgepipe`
     sys.exit(app())
 
