@@ -292,6 +292,37 @@ def predict(
         _fail(exc)
 
 
+@app.command()
+def explain(
+    model: Annotated[Path, typer.Argument(help="An edgepipe checkpoint: finetune/model.pt or qat/model.pt.")],
+    images: Annotated[
+        list[str], typer.Argument(metavar="IMAGE...", help="Image files, folders or .txt lists of paths.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the overlay PNGs and the grid.")],
+    method: Annotated[
+        str, typer.Option(help="gradcam, gradcam++, xgradcam, hirescam, layercam or eigencam.")
+    ] = "gradcam",
+    target_layer: Annotated[
+        str | None,
+        typer.Option("--target-layer", metavar="NAME", help="Module to explain (default: the arch's own)."),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Class activation maps: one overlay PNG per image (predicted class and probability) and a grid."""
+    _setup_logging(verbose)
+    try:
+        from edgepipe.explain import explain_images
+
+        result = explain_images(model, images, out, method, target_layer)
+    except EdgepipeError as exc:
+        _fail(exc)
+    skipped = f"; {len(result.skipped)} unreadable input(s) skipped" if result.skipped else ""
+    typer.echo(
+        f"{len(result.overlays)} overlay(s), {method} at {result.layer} ({result.model.kind} model); "
+        f"grid: {result.grid}{skipped}"
+    )
+
+
 def run() -> None:  # pragma: no cover - console entry for `python -m edgepipe`
     sys.exit(app())
 

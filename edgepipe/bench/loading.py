@@ -152,7 +152,11 @@ def _ir(path: Path, name: str, tmp_dir: Path, opset: int) -> BenchModel:
     return BenchModel(name, path, "openvino-ir", dims, meta, meta_source, sibling_onnx, compute_note)
 
 
-def _checkpoint(path: Path, name: str, tmp_dir: Path, opset: int) -> BenchModel:
+def load_checkpoint(path: Path) -> tuple[dict[str, Any], Any, bool]:
+    """An edgepipe checkpoint read safely and its torch model rebuilt: (checkpoint, module, quantized).
+
+    A qat checkpoint rebuilds the prepared fake-quant model (what QAT trained), a finetune one the float
+    model; both in eval mode."""
     import torch
 
     try:  # weights_only: a model file from elsewhere must not run code on load
@@ -183,6 +187,11 @@ def _checkpoint(path: Path, name: str, tmp_dir: Path, opset: int) -> BenchModel:
             f"{path}: cannot rebuild the model ({str(exc).splitlines()[0][:160]}); fix: use a checkpoint "
             "written by this edgepipe version"
         ) from None
+    return ckpt, module, quantized
+
+
+def _checkpoint(path: Path, name: str, tmp_dir: Path, opset: int) -> BenchModel:
+    ckpt, module, quantized = load_checkpoint(path)
     pre = ckpt["preprocessing"]
     meta = {"classes": list(ckpt["classes"]), "preprocessing": pre}
     onnx_path, source = _export_checkpoint(

@@ -33,6 +33,9 @@ class ModelSpec:
     pretrained_size: int = 224  # the input size the ImageNet weights were trained at (a hint, not a limit)
     # () -> ImageNet state dict, for weights torchvision does not ship (``weights`` is then None).
     load_weights: Callable[[], dict] | None = None
+    # The module Grad-CAM explains (a name from named_modules()): the last spatial feature map, where class
+    # evidence is still localised. The same name must exist on the prepared QAT twin. None: the last Conv2d.
+    cam_layer: str | None = None
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -92,6 +95,7 @@ register(
         head=_classifier_last,
         supports_width=True,
         blocks=_features_blocks,
+        cam_layer="features.16",
     )
 )
 register(
@@ -103,6 +107,7 @@ register(
         head=_classifier_last,
         supports_width=True,
         blocks=_features_blocks,
+        cam_layer="features.12",
     )
 )
 
@@ -122,6 +127,7 @@ def _register_resnets() -> None:
                 weights=weights,
                 head=resnet_head,
                 blocks=resnet_blocks,
+                cam_layer="layer4",
             )
         )
 
@@ -145,6 +151,7 @@ register(
         weights="EfficientNet_B0_Weights.IMAGENET1K_V1",
         head=_classifier_last,
         blocks=_features_blocks,
+        cam_layer="features.8",
     )
 )
 
@@ -178,5 +185,6 @@ register(
         blocks=_lite_call("lite0_blocks"),
         mean=(127 / 255, 127 / 255, 127 / 255),  # (x - 127) / 128 on 0..255 pixels
         std=(128 / 255, 128 / 255, 128 / 255),
+        cam_layer="_act_head",  # after the head conv's BN + ReLU6 (Identity on the fused QAT twin)
     )
 )
