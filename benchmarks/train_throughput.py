@@ -90,7 +90,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from edgepipe.data.transforms import preprocessing_from
     from edgepipe.models.build import build_model
     from edgepipe.stages.base import seed_everything
-    from edgepipe.stages.finetune import device, training_parts
+    from edgepipe.train.trainer import device, training_parts
     from edgepipe.train.loop import train_one_epoch
     from edgepipe.train.precision import amp_dtype, channels_last
 

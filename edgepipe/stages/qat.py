@@ -10,10 +10,10 @@ from edgepipe.artifacts import StageResult, atomic_path
 from edgepipe.data.loaders import SplitData
 from edgepipe.recipe import Recipe
 from edgepipe.stages.base import StageContext, seed_everything
-from edgepipe.stages.finetune import device, evaluation_metrics, train_model
 from edgepipe.train import distributed as ddp
 from edgepipe.train.freeze import freezer_for
 from edgepipe.train.history import write_history
+from edgepipe.train.trainer import device, evaluation_metrics, train_model
 
 log = logging.getLogger(__name__)
 
