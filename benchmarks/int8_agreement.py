@@ -52,7 +52,7 @@ def main() -> None:
     from edgepipe.quant.qdq import to_qdq_module
     from edgepipe.runtimes import get_runtime
     from edgepipe.stages.export import runtime_logits, torch_logits
-    from edgepipe.stages.qat import load_qat_model
+    from edgepipe.models.build import load_qat_model
 
     torch.set_num_threads(args.threads)
     recipe = load_recipe(args.recipe)

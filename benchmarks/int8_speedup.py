@@ -36,11 +36,10 @@ def export_all(run: Path, size: int, work: Path, calib: int, recipe) -> tuple[di
     """fp32, int8-qat (ours), int8-qat-naive (the QAT model through torch.onnx.export as is), int8-ptq."""
     import torch
 
-    from edgepipe.models.build import rebuild
+    from edgepipe.models.build import load_qat_model, rebuild
     from edgepipe.quant.export import _torchscript_export, export_onnx
     from edgepipe.quant.qdq import to_qdq_module
     from edgepipe.stages.ptq import ort_static_quantize
-    from edgepipe.stages.qat import load_qat_model
 
     fp = torch.load(run / "finetune" / "model.pt", map_location="cpu", weights_only=False)
     q = torch.load(run / "qat" / "model.pt", map_location="cpu", weights_only=False)

@@ -175,7 +175,7 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], Any, bool]:
     quantized = "quant" in ckpt
     try:
         if quantized:
-            from edgepipe.stages.qat import load_qat_model
+            from edgepipe.models.build import load_qat_model
 
             module = load_qat_model(ckpt)
         else:

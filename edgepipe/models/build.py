@@ -133,3 +133,17 @@ def rebuild(checkpoint: dict, quantizable: bool = False) -> Any:
     model, _ = build_model(cfg, checkpoint["num_classes"], quantizable=quantizable)
     model.load_state_dict(checkpoint["state_dict"])
     return model
+
+
+def load_qat_model(checkpoint: dict) -> Any:
+    """Rebuild a prepared QAT model from a qat checkpoint (architecture + quant config travel with it), with
+    observers and BatchNorm statistics frozen, in eval mode."""
+    from edgepipe.quant.qat import freeze_bn_stats, freeze_observers, prepare_qat
+
+    cfg = ModelConfig(**{**checkpoint["model_cfg"], "pretrained": "none"})
+    model, _ = build_model(cfg, checkpoint["num_classes"], quantizable=True)
+    prepare_qat(model)
+    model.load_state_dict(checkpoint["state_dict"])
+    freeze_observers(model)
+    freeze_bn_stats(model)
+    return model.eval()

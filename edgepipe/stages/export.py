@@ -63,11 +63,10 @@ def _op_account(onnx_path, xml, pre: dict, threads: int, out) -> dict:
 def run(ctx: StageContext) -> StageResult:
     import torch
 
-    from edgepipe.models.build import rebuild
+    from edgepipe.models.build import load_qat_model, rebuild
     from edgepipe.quant.export import export_onnx
     from edgepipe.quant.qdq import to_qdq_module
     from edgepipe.runtimes import get_runtime
-    from edgepipe.stages.qat import load_qat_model
 
     r = ctx.recipe
     fp_ckpt = torch.load(ctx.input("checkpoint"), map_location="cpu", weights_only=False)

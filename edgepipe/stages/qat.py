@@ -39,21 +39,6 @@ def trainable_last(recipe: Recipe) -> tuple[int | str, str]:
     return recipe.model.freeze.trainable_last, "model.freeze.trainable_last"
 
 
-def load_qat_model(checkpoint: dict):
-    """Rebuild a prepared QAT model from a qat checkpoint (architecture + quant config travel with it)."""
-    from edgepipe.models.build import build_model
-    from edgepipe.quant.qat import freeze_bn_stats, freeze_observers, prepare_qat
-    from edgepipe.recipe import ModelConfig
-
-    cfg = ModelConfig(**{**checkpoint["model_cfg"], "pretrained": "none"})
-    model, _ = build_model(cfg, checkpoint["num_classes"], quantizable=True)
-    prepare_qat(model)
-    model.load_state_dict(checkpoint["state_dict"])
-    freeze_observers(model)
-    freeze_bn_stats(model)
-    return model.eval()
-
-
 @contextlib.contextmanager
 def _observers_paused(model):
     """Validation must not move quantization ranges: pause observers, restore their previous state."""

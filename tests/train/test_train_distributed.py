@@ -69,9 +69,8 @@ def test_torchrun_two_processes_train_finetune_and_qat_with_ddp(tmp_path):
     for stage in ("finetune", "qat"):
         manifest = json.loads((run / stage / "manifest.json").read_text())
         assert manifest["metrics"]["processes"] == 2 and manifest["config"]["processes"] == 2
-    from edgepipe.models.build import build_model
+    from edgepipe.models.build import build_model, load_qat_model
     from edgepipe.recipe import ModelConfig
-    from edgepipe.stages.qat import load_qat_model
 
     ckpt = torch.load(run / "finetune" / "model.pt", map_location="cpu", weights_only=False)
     model, _ = build_model(ModelConfig(**{**ckpt["model_cfg"], "pretrained": "none"}), ckpt["num_classes"])
