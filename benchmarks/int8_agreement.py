@@ -47,12 +47,12 @@ def main() -> None:
     import onnx
     import torch
 
+    from edgepipe.models.build import load_qat_model
     from edgepipe.quant.export import _torchscript_export
     from edgepipe.quant.onnx_qdq import clean_qdq
     from edgepipe.quant.qdq import to_qdq_module
     from edgepipe.runtimes import get_runtime
-    from edgepipe.stages.export import runtime_logits, torch_logits
-    from edgepipe.models.build import load_qat_model
+    from edgepipe.runtimes.predict import runtime_logits, torch_logits
 
     torch.set_num_threads(args.threads)
     recipe = load_recipe(args.recipe)

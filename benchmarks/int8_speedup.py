@@ -127,7 +127,7 @@ def main() -> None:
     from edgepipe.runtimes import get_runtime
     from edgepipe.runtimes.onnxruntime import ort_op_account
     from edgepipe.runtimes.openvino import ov_op_account
-    from edgepipe.stages.export import runtime_logits, torch_logits
+    from edgepipe.runtimes.predict import runtime_logits, torch_logits
 
     torch.set_num_threads(args.threads)
     recipe = load_recipe(args.recipe)

@@ -90,9 +90,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from edgepipe.data.transforms import preprocessing_from
     from edgepipe.models.build import build_model
     from edgepipe.stages.base import seed_everything
-    from edgepipe.train.trainer import device, training_parts
     from edgepipe.train.loop import train_one_epoch
     from edgepipe.train.precision import amp_dtype, channels_last
+    from edgepipe.train.trainer import device, training_parts
 
     torch.set_num_threads(args.threads)
     recipe = build_recipe(args)

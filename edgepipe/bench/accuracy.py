@@ -281,13 +281,9 @@ class Images:
 
 def predict(rt, images: Images, pre: dict, batch: int, fixed_batch: bool) -> np.ndarray:
     """Logits for every image; a fixed-batch model gets its last batch zero-padded, padding dropped."""
-    outs = []
-    for x in images.batches(pre, batch):
-        n = len(x)
-        if fixed_batch and n < batch:
-            x = np.concatenate([x, np.zeros((batch - n, *x.shape[1:]), np.float32)])
-        outs.append(np.asarray(rt.predict(x))[:n])
-    return np.concatenate(outs)
+    from edgepipe.runtimes.predict import batch_logits
+
+    return batch_logits(rt, images.batches(pre, batch), batch if fixed_batch else None)
 
 
 def score(logits: np.ndarray, labels: np.ndarray, data: EvalData, names: list[str]) -> dict[str, Any]:

@@ -24,20 +24,6 @@ def config(recipe: Recipe) -> dict[str, Any]:
     return {"export": recipe.export.model_dump(), "bench_threads": recipe.bench.threads}
 
 
-def torch_logits(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    import torch
-
-    model.eval()
-    with torch.inference_mode():
-        return np.concatenate(
-            [model(torch.from_numpy(x[i : i + batch])).numpy() for i in range(0, len(x), batch)]
-        )
-
-
-def runtime_logits(rt, x: np.ndarray, batch: int = 64) -> np.ndarray:
-    return np.concatenate([rt.predict(x[i : i + batch]) for i in range(0, len(x), batch)])
-
-
 def _agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float((a.argmax(1) == b.argmax(1)).mean())
 
@@ -67,6 +53,7 @@ def run(ctx: StageContext) -> StageResult:
     from edgepipe.quant.export import export_onnx
     from edgepipe.quant.qdq import to_qdq_module
     from edgepipe.runtimes import get_runtime
+    from edgepipe.runtimes.predict import runtime_logits, torch_logits
 
     r = ctx.recipe
     fp_ckpt = torch.load(ctx.input("checkpoint"), map_location="cpu", weights_only=False)
