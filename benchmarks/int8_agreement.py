@@ -48,7 +48,7 @@ def main() -> None:
     import torch
 
     from edgepipe.models.build import load_qat_model
-    from edgepipe.quant.export import _torchscript_export
+    from edgepipe.quant.export import torchscript_export
     from edgepipe.quant.onnx_qdq import clean_qdq
     from edgepipe.quant.qdq import to_qdq_module
     from edgepipe.runtimes import get_runtime
@@ -69,7 +69,7 @@ def main() -> None:
     rows.append(("1. QDQ torch module (BN folded, scalar fake-quant)", torch_logits(qdq, x)))
     with tempfile.TemporaryDirectory() as work:
         raw = Path(work) / "raw.onnx"
-        _torchscript_export(qdq, torch.zeros(1, *pre["input_size"]), raw, 17)
+        torchscript_export(qdq, torch.zeros(1, *pre["input_size"]), raw, 17)
         variants = {
             "float_bias": Path(work) / "float_bias.onnx",
             "int32_bias": Path(work) / "int32_bias.onnx",

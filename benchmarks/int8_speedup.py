@@ -37,9 +37,9 @@ def export_all(run: Path, size: int, work: Path, calib: int, recipe) -> tuple[di
     import torch
 
     from edgepipe.models.build import load_qat_model, rebuild
-    from edgepipe.quant.export import _torchscript_export, export_onnx
+    from edgepipe.quant.export import export_onnx, torchscript_export
+    from edgepipe.quant.ort_ptq import ort_static_quantize
     from edgepipe.quant.qdq import to_qdq_module
-    from edgepipe.stages.ptq import ort_static_quantize
 
     fp = torch.load(run / "finetune" / "model.pt", map_location="cpu", weights_only=False)
     q = torch.load(run / "qat" / "model.pt", map_location="cpu", weights_only=False)
@@ -50,7 +50,7 @@ def export_all(run: Path, size: int, work: Path, calib: int, recipe) -> tuple[di
     meta = {"classes": fp["classes"], "preprocessing": pre}
     export_onnx(rebuild(fp).eval(), paths["fp32"], shape, meta, 17)
     export_onnx(to_qdq_module(qat_model), paths["int8-qat"], shape, meta, 17, qdq=True)
-    _torchscript_export(qat_model, torch.zeros(1, *shape), paths["int8-qat-naive"], 17)
+    torchscript_export(qat_model, torch.zeros(1, *shape), paths["int8-qat-naive"], 17)
     data = SplitData(run / "split" / "split.json", recipe.data, pre, recipe.seed)
     n_train = len(data.split["train"])
     idx = sorted(random.Random(recipe.seed).sample(range(n_train), min(calib, n_train)))

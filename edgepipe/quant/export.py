@@ -12,7 +12,7 @@ from edgepipe.artifacts import atomic_path
 INPUT, OUTPUT = "input", "logits"
 
 
-def _torchscript_export(model, sample, path: Path, opset: int) -> None:
+def torchscript_export(model, sample, path: Path, opset: int) -> None:
     """The TorchScript exporter (deprecated in favour of dynamo): the dynamo exporter has no fake-tensor
     kernel for fake_quantize_per_tensor_affine under a dynamic batch (torch 2.15), so both FP32 and INT8
     go through this one path and stay comparable."""
@@ -63,7 +63,7 @@ def export_onnx(
 
     sample = torch.zeros(1, *input_size)
     with atomic_path(path) as raw:
-        _torchscript_export(model, sample, raw, opset)
+        torchscript_export(model, sample, raw, opset)
         proto = onnx.load(str(raw))
         if qdq:
             from edgepipe.quant.onnx_qdq import clean_qdq

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from edgepipe.models.efficientnet_lite import _SamePad
-from edgepipe.quant.export import _torchscript_export, export_onnx
+from edgepipe.quant.export import export_onnx, torchscript_export
 from edgepipe.quant.qat import (
     freeze_bn_stats,
     freeze_observers,
@@ -55,7 +55,7 @@ def test_pad_folds_into_conv_and_runs_as_qlinearconv(tmp_path):
     qdq = to_qdq_module(model.eval())
     path, raw = tmp_path / "int8.onnx", tmp_path / "raw.onnx"
     export_onnx(qdq, path, [3, 16, 16], {}, 17, qdq=True)
-    _torchscript_export(qdq, torch.zeros(1, 3, 16, 16), raw, 17)  # the exporter's graph, Pad still there
+    torchscript_export(qdq, torch.zeros(1, 3, 16, 16), raw, 17)  # the exporter's graph, Pad still there
 
     graph = onnx.load(str(path)).graph
     ops = collections.Counter(n.op_type for n in graph.node)

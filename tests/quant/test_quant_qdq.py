@@ -122,11 +122,11 @@ def test_onnx_graph_computes_what_the_qat_model_computes(qat_model, int8_onnx):
 def test_integer_hard_activations_match_the_float_form(qat_model, int8_onnx, tmp_path):
     import onnxruntime as ort
 
-    from edgepipe.quant.export import _torchscript_export
+    from edgepipe.quant.export import torchscript_export
     from edgepipe.quant.onnx_qdq import clean_qdq
 
     raw = tmp_path / "raw.onnx"
-    _torchscript_export(to_qdq_module(qat_model), torch.zeros(1, 3, 32, 32), raw, 17)
+    torchscript_export(to_qdq_module(qat_model), torch.zeros(1, 3, 32, 32), raw, 17)
     float_act = tmp_path / "float_act.onnx"
     onnx.save(clean_qdq(onnx.load(str(raw)), integer_activations=False), str(float_act))
     x = np.random.default_rng(0).standard_normal((32, 3, 32, 32), dtype=np.float32)
