@@ -48,6 +48,7 @@ def main() -> None:
     import torch
 
     from edgepipe.models.build import load_qat_model
+    from edgepipe.models.preprocessing import Preprocessing
     from edgepipe.quant.export import torchscript_export
     from edgepipe.quant.onnx_qdq import clean_qdq
     from edgepipe.quant.qdq import to_qdq_module
@@ -57,9 +58,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     recipe = load_recipe(args.recipe)
     q = torch.load(args.run / "qat" / "model.pt", map_location="cpu", weights_only=False)
-    pre = torch.load(args.run / "finetune" / "model.pt", map_location="cpu", weights_only=False)[
-        "preprocessing"
-    ]
+    fp = torch.load(args.run / "finetune" / "model.pt", map_location="cpu", weights_only=False)
+    pre = Preprocessing.from_dict(fp["preprocessing"])
     x, y = SplitData(args.run / "split" / "split.json", recipe.data, pre, recipe.seed).arrays("test")
     qat = load_qat_model(q)
     qdq = to_qdq_module(qat).eval()
@@ -69,7 +69,7 @@ def main() -> None:
     rows.append(("1. QDQ torch module (BN folded, scalar fake-quant)", torch_logits(qdq, x)))
     with tempfile.TemporaryDirectory() as work:
         raw = Path(work) / "raw.onnx"
-        torchscript_export(qdq, torch.zeros(1, *pre["input_size"]), raw, 17)
+        torchscript_export(qdq, torch.zeros(1, *pre.input_size), raw, 17)
         variants = {
             "float_bias": Path(work) / "float_bias.onnx",
             "int32_bias": Path(work) / "int32_bias.onnx",

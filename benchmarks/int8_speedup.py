@@ -37,17 +37,19 @@ def export_all(run: Path, size: int, work: Path, calib: int, recipe) -> tuple[di
     import torch
 
     from edgepipe.models.build import load_qat_model, rebuild
+    from edgepipe.models.preprocessing import Preprocessing
     from edgepipe.quant.export import export_onnx, torchscript_export
     from edgepipe.quant.ort_ptq import ort_static_quantize
     from edgepipe.quant.qdq import to_qdq_module
 
     fp = torch.load(run / "finetune" / "model.pt", map_location="cpu", weights_only=False)
     q = torch.load(run / "qat" / "model.pt", map_location="cpu", weights_only=False)
-    pre = {**fp["preprocessing"], "input_size": [3, size, size], "resize": size, "crop": size}
+    own = Preprocessing.from_dict(fp["preprocessing"])
+    pre = Preprocessing.make(size, mean=own.mean, std=own.std)  # the same statistics at another size
     shape = [3, size, size]
     qat_model = load_qat_model(q)
     paths = {k: work / f"{k}_{size}.onnx" for k in ("fp32", "int8-qat", "int8-qat-naive", "int8-ptq")}
-    meta = {"classes": fp["classes"], "preprocessing": pre}
+    meta = {"classes": fp["classes"], "preprocessing": pre.to_dict()}
     export_onnx(rebuild(fp).eval(), paths["fp32"], shape, meta, 17)
     export_onnx(to_qdq_module(qat_model), paths["int8-qat"], shape, meta, 17, qdq=True)
     torchscript_export(qat_model, torch.zeros(1, *shape), paths["int8-qat-naive"], 17)
@@ -63,7 +65,7 @@ def export_all(run: Path, size: int, work: Path, calib: int, recipe) -> tuple[di
     return paths, pre, torch_twin
 
 
-def test_arrays(run: Path, pre: dict, recipe, n: int) -> tuple[np.ndarray, np.ndarray]:
+def test_arrays(run: Path, pre, recipe, n: int) -> tuple[np.ndarray, np.ndarray]:
     data = SplitData(run / "split" / "split.json", recipe.data, pre, recipe.seed)
     ds = data.dataset("test")
     idx = sorted(random.Random(1).sample(range(len(ds)), min(n, len(ds))))

@@ -30,16 +30,16 @@ TARGET = 0.8
 
 
 def _model(out: Path, size: int) -> Path:
-    from edgepipe.data.transforms import preprocessing_from
     from edgepipe.models.build import build_model
+    from edgepipe.models.preprocessing import Preprocessing
     from edgepipe.quant.export import export_onnx
     from edgepipe.recipe import DataConfig, ModelConfig
 
     cfg = ModelConfig(arch="mobilenet_v3_large", pretrained="none")
     model, _ = build_model(cfg, 10)
-    pre = preprocessing_from(DataConfig(dataset="fashion-mnist", image_size=size), cfg.arch)
-    meta = {"classes": [f"class_{i}" for i in range(10)], "preprocessing": pre, "arch": cfg.arch}
-    export_onnx(model.eval(), out, pre["input_size"], meta, 17)
+    pre = Preprocessing.for_model(cfg.arch, DataConfig(dataset="fashion-mnist", image_size=size))
+    meta = {"classes": [f"class_{i}" for i in range(10)], "preprocessing": pre.to_dict(), "arch": cfg.arch}
+    export_onnx(model.eval(), out, list(pre.input_size), meta, 17)
     return out
 
 

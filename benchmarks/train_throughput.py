@@ -87,8 +87,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from edgepipe.data.loaders import SplitData
-    from edgepipe.data.transforms import preprocessing_from
     from edgepipe.models.build import build_model
+    from edgepipe.models.preprocessing import Preprocessing
     from edgepipe.stages.base import seed_everything
     from edgepipe.train.loop import train_one_epoch
     from edgepipe.train.precision import amp_dtype, channels_last
@@ -100,7 +100,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     seed_everything(recipe.seed)
     with tempfile.TemporaryDirectory(prefix="edgepipe-train-throughput-") as tmp:
         split_path = write_split(recipe, Path(tmp))
-        pre = preprocessing_from(recipe.data, recipe.model.arch)
+        pre = Preprocessing.for_model(recipe.model.arch, recipe.data)
         data = SplitData(split_path, recipe.data, pre, recipe.seed)
         model, _ = build_model(recipe.model, len(data.classes))
         dev = device()

@@ -18,8 +18,6 @@ from edgepipe.errors import RecipeError
 
 STAGES = ("finetune", "qat", "export", "ptq", "bench")
 StageName = Literal["finetune", "qat", "export", "ptq", "bench"]
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class _Strict(BaseModel):

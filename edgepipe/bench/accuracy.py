@@ -18,13 +18,11 @@ from typing import Any
 import numpy as np
 
 from edgepipe.bench.loading import BenchModel
-from edgepipe.errors import BenchInputError
+from edgepipe.errors import BenchInputError, ModelError
+from edgepipe.models.preprocessing import Preprocessing
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
-PRE_KEYS = ("input_size", "resize", "crop", "mean", "std")
 _CACHE_BYTES = 1 << 30  # preprocessed images kept in memory up to this size, else decoded per runtime
 
 
@@ -122,11 +120,10 @@ def resolve_preprocessing(
     """The model's own preprocessing, else one built from the flags; None only when no data is read."""
     own = model.meta.get("preprocessing")
     if own:
-        missing = [k for k in PRE_KEYS if k not in own]
-        if missing:
-            raise BenchInputError(
-                f"{model.name}: its preprocessing metadata lacks {', '.join(missing)}; fix: re-export it"
-            )
+        try:
+            Preprocessing.from_dict(own)
+        except ModelError as exc:
+            raise BenchInputError(f"{model.name}: {exc}") from None
         pre_flags = [f for f in flags.given() if f != "--classes"]
         if pre_flags:
             log.warning(
@@ -143,17 +140,7 @@ def resolve_preprocessing(
         defaulted = flags.mean is None or flags.std is None
         if defaulted and need:
             log.warning("%s: --mean/--std not given; using ImageNet's", model.name)
-        pre = {
-            "input_size": [3, size, size],
-            "resize": flags.resize or size,
-            "crop": size,
-            "interpolation": "bilinear",
-            "mean": flags.mean or IMAGENET_MEAN,
-            "std": flags.std or IMAGENET_STD,
-            "color": "RGB",
-            "layout": "NCHW",
-            "scale": "x/255 then (x-mean)/std",
-        }
+        pre = Preprocessing.make(size, resize=flags.resize, mean=flags.mean, std=flags.std).to_dict()
         return pre, "flags" + (" (ImageNet mean/std by default)" if defaulted else "")
     if need:
         raise BenchInputError(
@@ -269,7 +256,7 @@ class Images:
         from edgepipe.data.transforms import eval_transform
         from edgepipe.progress import track
 
-        tf, buf = eval_transform(pre), []
+        tf, buf = eval_transform(Preprocessing.from_dict(pre)), []
         for ref, _ in track(self.data.samples, f"images at {pre['input_size']}"):
             buf.append(tf(self.data.source.load(ref)).numpy())
             if len(buf) == batch:

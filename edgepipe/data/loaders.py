@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from edgepipe.data.datasets import SplitDataset, make_loader, read_split, source_for
 from edgepipe.data.transforms import eval_transform, train_transform
 from edgepipe.recipe import DataConfig
 
+if TYPE_CHECKING:
+    from edgepipe.models.preprocessing import Preprocessing
+
 
 class SplitData:
     """The split file, its source, and loaders for its parts with the model's preprocessing."""
 
-    def __init__(self, split_path: Path, cfg: DataConfig, preprocessing: dict[str, Any], seed: int):
+    def __init__(self, split_path: Path, cfg: DataConfig, preprocessing: Preprocessing, seed: int):
         self.split = read_split(split_path)
         self.classes: list[str] = self.split["classes"]
         self.source = source_for(self.split)

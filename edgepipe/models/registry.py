@@ -9,8 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from edgepipe.constants import IMAGENET_MEAN, IMAGENET_STD
 from edgepipe.errors import ModelError
-from edgepipe.recipe import IMAGENET_MEAN, IMAGENET_STD
 
 Builder = Callable[..., Any]
 

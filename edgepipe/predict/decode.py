@@ -34,8 +34,9 @@ def image_decoder(pre: dict[str, Any]) -> Callable[[Input], Decoded]:
     from PIL import Image
 
     from edgepipe.data.transforms import eval_transform
+    from edgepipe.models.preprocessing import Preprocessing
 
-    transform = eval_transform(pre)
+    transform = eval_transform(Preprocessing.from_dict(pre))
 
     def decode(item: Input) -> Decoded:
         t0 = time.perf_counter()

@@ -19,6 +19,7 @@ from edgepipe.bench.report import SCHEMA
 from edgepipe.bench.rows import SameSetting, add_relative, build_row
 from edgepipe.bench.timing import environment
 from edgepipe.data.loaders import SplitData
+from edgepipe.models.preprocessing import Preprocessing
 from edgepipe.quant.export import read_metadata
 from edgepipe.recipe import Recipe
 from edgepipe.stages.base import StageContext
@@ -77,7 +78,7 @@ def run(ctx: StageContext) -> StageResult:
     env = environment()
     env["id"] = hash_json(env)[:12]
     meta = read_metadata(ctx.input("onnx_fp32"))
-    pre = meta["preprocessing"]
+    pre = Preprocessing.from_dict(meta["preprocessing"])
     data = SplitData(ctx.input("split"), r.data, pre, r.seed)
     x, y = data.arrays("test")
     rows: list[dict[str, Any]] = []
@@ -99,7 +100,7 @@ def run(ctx: StageContext) -> StageResult:
                 lambda runtime=runtime, path=model_path, options=options: get_runtime(
                     runtime, path, **options
                 ),
-                pre["input_size"],
+                list(pre.input_size),
                 [cfg.batch_size],
                 warmup=cfg.warmup,
                 min_iters=cfg.min_iters,
@@ -160,7 +161,7 @@ def run(ctx: StageContext) -> StageResult:
 
 
 def _model_doc(
-    label: str, onnx_path: Path, pre: dict, meta: dict, compute: dict, runtimes: list[str]
+    label: str, onnx_path: Path, pre: Preprocessing, meta: dict, compute: dict, runtimes: list[str]
 ) -> dict:
     return {
         "name": label,
@@ -168,8 +169,8 @@ def _model_doc(
         "kind": "onnx",
         "sha256": sha256_file(onnx_path),
         "size_mb": round(model_size_mb(onnx_path), 3),
-        "input_size": list(pre["input_size"]),
-        "preprocessing": pre,
+        "input_size": list(pre.input_size),
+        "preprocessing": pre.to_dict(),
         "preprocessing_source": "ONNX metadata_props",
         "classes": meta.get("classes"),
         "classes_source": "ONNX metadata_props" if meta.get("classes") else None,

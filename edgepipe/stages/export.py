@@ -11,6 +11,7 @@ from edgepipe import __version__
 from edgepipe.artifacts import StageResult, atomic_write_json
 from edgepipe.data.loaders import SplitData
 from edgepipe.errors import ParityError
+from edgepipe.models.preprocessing import Preprocessing
 from edgepipe.recipe import Recipe
 from edgepipe.stages.base import StageContext
 
@@ -28,14 +29,14 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float((a.argmax(1) == b.argmax(1)).mean())
 
 
-def _op_account(onnx_path, xml, pre: dict, threads: int, out) -> dict:
+def _op_account(onnx_path, xml, pre: Preprocessing, threads: int, out) -> dict:
     """Which ops run in INT8 and which in float, per runtime, and where the time goes (JSON beside the model).
 
     The report carries the summary; the JSON has the per-op-type times from ORT's profiler and OpenVINO's
     per-layer counters, so a user can see *why* a model is or is not faster."""
     from edgepipe.runtimes.onnxruntime import ort_op_account
 
-    sample = np.zeros((1, *pre["input_size"]), np.float32)
+    sample = np.zeros((1, *pre.input_size), np.float32)
     full = {"onnxruntime": ort_op_account(onnx_path, threads, sample, runs=20)}
     if xml is not None:
         from edgepipe.runtimes.openvino import ov_op_account
@@ -58,12 +59,12 @@ def run(ctx: StageContext) -> StageResult:
     r = ctx.recipe
     fp_ckpt = torch.load(ctx.input("checkpoint"), map_location="cpu", weights_only=False)
     q_ckpt = torch.load(ctx.input("qat_checkpoint"), map_location="cpu", weights_only=False)
-    pre = fp_ckpt["preprocessing"]
+    pre = Preprocessing.from_dict(fp_ckpt["preprocessing"])
     base_meta = {
         "edgepipe_version": __version__,
         "arch": fp_ckpt["arch"],
         "classes": fp_ckpt["classes"],
-        "preprocessing": pre,
+        "preprocessing": pre.to_dict(),
         "model_cfg": fp_ckpt["model_cfg"],
     }
     fp_model = rebuild(fp_ckpt).eval()
@@ -78,7 +79,7 @@ def run(ctx: StageContext) -> StageResult:
     for key, (export_model, reference, qdq) in models.items():
         path = ctx.out_dir / f"{key}.onnx"
         meta = {**base_meta, "precision": key, "quantization": q_ckpt.get("quant") if qdq else None}
-        export_onnx(export_model, path, pre["input_size"], meta, r.export.opset, qdq=qdq)
+        export_onnx(export_model, path, list(pre.input_size), meta, r.export.opset, qdq=qdq)
         outputs[f"onnx_{key}"] = path.name
         outputs[f"ops_{key}"] = f"{key}.ops.json"
         ref = torch_logits(reference, x)

@@ -7,7 +7,7 @@ from typing import Any
 
 from edgepipe.artifacts import StageResult, atomic_path
 from edgepipe.data.loaders import SplitData
-from edgepipe.data.transforms import preprocessing_from
+from edgepipe.models.preprocessing import Preprocessing
 from edgepipe.recipe import Recipe
 from edgepipe.stages.base import StageContext, seed_everything
 from edgepipe.train import distributed as ddp
@@ -38,7 +38,7 @@ def run(ctx: StageContext) -> StageResult:
 
     r, cfg = ctx.recipe, ctx.recipe.finetune
     seed_everything(r.seed)
-    pre = preprocessing_from(r.data, r.model.arch)
+    pre = Preprocessing.for_model(r.model.arch, r.data)
     data = SplitData(ctx.input("split"), r.data, pre, r.seed)
     from edgepipe.models.build import build_model
 
@@ -58,7 +58,7 @@ def run(ctx: StageContext) -> StageResult:
         "model_cfg": r.model.model_dump(),
         "num_classes": len(data.classes),
         "classes": data.classes,
-        "preprocessing": pre,
+        "preprocessing": pre.to_dict(),
         "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
         "epoch": result.best_epoch,
         "weights_source": weights_source,

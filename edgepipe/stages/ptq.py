@@ -11,6 +11,7 @@ import numpy as np
 
 from edgepipe.artifacts import StageResult
 from edgepipe.data.loaders import SplitData
+from edgepipe.models.preprocessing import Preprocessing
 from edgepipe.quant.export import read_metadata
 from edgepipe.quant.ort_ptq import ort_static_quantize
 from edgepipe.recipe import Recipe
@@ -30,7 +31,7 @@ def run(ctx: StageContext) -> StageResult:
     r, cfg = ctx.recipe, ctx.recipe.ptq
     fp32 = ctx.input("onnx_fp32")
     meta = read_metadata(fp32)
-    data = SplitData(ctx.input("split"), r.data, meta["preprocessing"], r.seed)
+    data = SplitData(ctx.input("split"), r.data, Preprocessing.from_dict(meta["preprocessing"]), r.seed)
     n_train = len(data.split["train"])
     idx = sorted(random.Random(r.seed).sample(range(n_train), min(cfg.calibration_images, n_train)))
     from torch.utils.data import Subset

@@ -8,6 +8,7 @@ from typing import Any
 
 from edgepipe.artifacts import StageResult, atomic_path
 from edgepipe.data.loaders import SplitData
+from edgepipe.models.preprocessing import Preprocessing
 from edgepipe.recipe import Recipe
 from edgepipe.stages.base import StageContext, seed_everything
 from edgepipe.train import distributed as ddp
@@ -80,7 +81,7 @@ def run(ctx: StageContext) -> StageResult:
     r, cfg = ctx.recipe, ctx.recipe.qat
     seed_everything(r.seed)
     float_ckpt = torch.load(ctx.input("checkpoint"), map_location="cpu", weights_only=False)
-    data = SplitData(ctx.input("split"), r.data, float_ckpt["preprocessing"], r.seed)
+    data = SplitData(ctx.input("split"), r.data, Preprocessing.from_dict(float_ckpt["preprocessing"]), r.seed)
     model_cfg = ModelConfig(**{**float_ckpt["model_cfg"], "pretrained": "none"})
     model, _ = build_model(model_cfg, float_ckpt["num_classes"], quantizable=True)
     model.load_state_dict(float_ckpt["state_dict"])

@@ -9,8 +9,9 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from edgepipe.data.transforms import eval_transform, preprocessing_from, train_transform
+from edgepipe.data.transforms import eval_transform, train_transform
 from edgepipe.errors import RecipeError
+from edgepipe.models.preprocessing import Preprocessing
 from edgepipe.recipe import AugmentConfig, DataConfig, parse_recipe
 
 OFF = {"hflip": False, "rrc_scale": None}  # resize + centre crop, nothing random
@@ -32,7 +33,8 @@ def _image(size: int = 40) -> Image.Image:
 
 
 def _pre(crop_pct: float = 0.875):
-    return preprocessing_from(DataConfig(root="x", image_size=32, crop_pct=crop_pct), "mobilenet_v3_large")
+    data = DataConfig(root="x", image_size=32, crop_pct=crop_pct)
+    return Preprocessing.for_model("mobilenet_v3_large", data)
 
 
 def _run(tf, img, seed: int) -> torch.Tensor:

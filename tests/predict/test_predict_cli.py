@@ -68,9 +68,10 @@ def _expected_probs(model: Path, files: list[Path]) -> np.ndarray:
     import onnxruntime as ort
 
     from edgepipe.data.transforms import eval_transform
+    from edgepipe.models.preprocessing import Preprocessing
 
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    tf = eval_transform(PRE)
+    tf = eval_transform(Preprocessing.from_dict(PRE))
     logits = np.concatenate(
         [sess.run(None, {"input": tf(Image.open(f).convert("RGB")).numpy()[None]})[0] for f in files]
     )
