@@ -350,8 +350,8 @@ class BenchConfig(_Strict):
     @field_validator("fail_if")
     @classmethod
     def _gates(cls, gates: tuple[str, ...]) -> tuple[str, ...]:
-        from edgepipe.bench.gates import METRICS, parse_gate
         from edgepipe.errors import BenchInputError
+        from edgepipe.gates import METRICS, parse_gate
 
         for text in gates:
             try:

@@ -1,4 +1,5 @@
-"""CI gates: ``--fail-if "speedup<1.5"`` fails the run when any benched row meets the condition.
+"""CI gates: ``--fail-if "speedup<1.5"`` fails the run when any benched row meets the condition (the syntax
+and the metrics are edgepipe/gates.py).
 
 Relative metrics (acc_drop, speedup) compare a row with the baseline (the first model given) on the same
 runtime and batch size, and are not checked on the baseline itself. A gate that cannot be evaluated on a row
@@ -8,12 +9,11 @@ runtime and batch size, and are not checked on the baseline itself. A gate that 
 from __future__ import annotations
 
 import operator
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from edgepipe.errors import BenchInputError, GateFailed
+from edgepipe.gates import METRICS, Gate
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -21,67 +21,14 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
     "<": operator.lt,
 }
-_GATE = re.compile(r"^\s*([a-z][a-z0-9_]*)\s*(>=|<=|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 
 
-@dataclass(frozen=True)
-class Metric:
-    help: str
-    get: Callable[[dict], Any]
-    relative: bool = False
-    needs: str | None = None  # "data" | "reference"
-
-
-def _lat(key: str) -> Callable[[dict], Any]:
-    return lambda r: r["latency"][key]
-
-
-METRICS: dict[str, Metric] = {
-    "acc_drop": Metric(
-        "top-1 points below the baseline, same runtime", lambda r: r.get("acc_drop"), True, "data"
-    ),
-    "speedup": Metric("baseline p50 / this p50, same runtime and batch", lambda r: r.get("speedup"), True),
-    "p50_ms": Metric("median latency per batch (ms)", _lat("p50_ms")),
-    "p90_ms": Metric("90th percentile latency (ms)", _lat("p90_ms")),
-    "p99_ms": Metric("99th percentile latency (ms)", _lat("p99_ms")),
-    "mean_ms": Metric("mean latency (ms)", _lat("mean_ms")),
-    "cold_ms": Metric("first inference (ms)", _lat("cold_ms")),
-    "throughput": Metric("images per second", _lat("throughput_ips")),
-    "size_mb": Metric("model file size (MB)", lambda r: r.get("size_mb")),
-    "gmacs": Metric("GMACs per image", lambda r: r.get("gmacs")),
-    "peak_mb": Metric("peak RSS rise while loading and timing (MB)", lambda r: r["memory"]["peak_delta_mb"]),
-    "top1": Metric("top-1 %", lambda r: r.get("top1"), needs="data"),
-    "top5": Metric("top-5 %", lambda r: r.get("top5"), needs="data"),
-    "macro_f1": Metric("macro F1 (0-1)", lambda r: r.get("macro_f1"), needs="data"),
-    "agreement": Metric("% equal top-1 with --reference", lambda r: r.get("agreement"), needs="reference"),
-}
-
-
-@dataclass(frozen=True)
-class Gate:
-    text: str
-    metric: str
-    op: str
-    threshold: float
-
-    def __str__(self) -> str:
-        return f"{self.metric}{self.op}{self.threshold:g}"
-
-
-def parse_gate(text: str) -> Gate:
-    """``METRIC OP NUMBER`` with OP one of < <= > >=; anything else is a one-line error."""
-    m = _GATE.match(text)
-    if m is None:
-        raise BenchInputError(
-            f"malformed gate '{text}'; fix: write METRIC<NUMBER or METRIC>NUMBER (also <=, >=), e.g. "
-            "--fail-if 'acc_drop>0.5'"
-        )
-    metric, op, number = m.groups()
-    if metric not in METRICS:
-        raise BenchInputError(
-            f"unknown gate metric '{metric}' in '{text}'; fix: use one of {', '.join(METRICS)}"
-        )
-    return Gate(text, metric, op, float(number))
+def value(row: dict, metric: str) -> Any:
+    """The row's value of a gate metric; None when the row does not have it (the gate then fails)."""
+    node: Any = row
+    for part in METRICS[metric].key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def check_inputs(gates: list[Gate], models: int, has_data: bool, has_reference: bool) -> None:
@@ -106,17 +53,17 @@ def evaluate(gates: list[Gate], rows: list[dict]) -> list[dict[str, Any]]:
         for row in rows:
             if metric.relative and row.get("is_baseline"):
                 continue
-            value = metric.get(row)
-            failed = value is None or _OPS[g.op](value, g.threshold)
+            got = value(row, g.metric)
+            failed = got is None or _OPS[g.op](got, g.threshold)
             result = {
                 "gate": str(g),
                 "model": row["model"],
                 "runtime": row["runtime_label"],
                 "batch_size": row["batch_size"],
-                "value": value,
+                "value": got,
                 "passed": not failed,
             }
-            if value is None:
+            if got is None:
                 result["reason"] = (
                     "no baseline row on this runtime and batch" if metric.relative else "not measured"
                 )

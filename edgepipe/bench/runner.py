@@ -38,6 +38,7 @@ from edgepipe.bench.report import document, drop_samples, markdown, write_plots
 from edgepipe.bench.rows import SameSetting, add_relative, build_row
 from edgepipe.bench.timing import environment
 from edgepipe.errors import BenchInputError
+from edgepipe.gates import parse_gate
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ def _run_reference(plan: _Plan, opts: BenchOptions, images, data) -> tuple[dict[
 
 def bench_models(models: list[str | Path], opts: BenchOptions) -> BenchResult:
     """Benchmark every model on its runtimes; write JSON/plots if asked; gates are evaluated, not enforced."""
-    gates = [gate_mod.parse_gate(g) for g in opts.gates]
+    gates = [parse_gate(g) for g in opts.gates]
     _check_options(models, opts)
     gate_mod.check_inputs(gates, len(models), opts.data is not None, opts.reference is not None)
     opts = replace(opts, batch_sizes=list(dict.fromkeys(opts.batch_sizes)))  # the caller's object is kept

@@ -59,10 +59,11 @@ def _runtimes(cfg, env: dict) -> list[tuple[str, str | None, dict]]:
 def check_gates(gates: tuple[str, ...], rows: list[dict]) -> list[dict[str, Any]]:
     """bench.fail_if on rows with their relative numbers: the stage fails naming every gate that failed."""
     from edgepipe.errors import GateFailed
+    from edgepipe.gates import parse_gate
 
     if not gates:
         return []
-    results = gate_mod.evaluate([gate_mod.parse_gate(g) for g in gates], rows)
+    results = gate_mod.evaluate([parse_gate(g) for g in gates], rows)
     try:
         gate_mod.enforce(results)
     except GateFailed as exc:
@@ -72,7 +73,7 @@ def check_gates(gates: tuple[str, ...], rows: list[dict]) -> list[dict[str, Any]
 
 def run(ctx: StageContext) -> StageResult:
     from edgepipe.runtimes import get_runtime
-    from edgepipe.stages.export import runtime_logits
+    from edgepipe.runtimes.predict import runtime_logits
 
     r, cfg = ctx.recipe, ctx.recipe.bench
     env = environment()

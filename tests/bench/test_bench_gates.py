@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from edgepipe.bench.gates import check_inputs, enforce, evaluate, parse_gate
+from edgepipe.bench.gates import check_inputs, enforce, evaluate
 from edgepipe.errors import BenchInputError, GateFailed
+from edgepipe.gates import parse_gate
 
 
 def row(model: str, runtime: str = "onnxruntime", p99: float = 5.0, **extra) -> dict:
