@@ -38,7 +38,3 @@ class BenchInputError(EdgepipeError):
 class GateFailed(EdgepipeError):
     exit_code = 8
 
-
-def missing_dependency(package: str, extra: str | None = None) -> EdgepipeError:
-    hint = f"pip install {package}" if extra is None else f"pip install 'edgepipe[{extra}]'"
-    return EdgepipeError(f"the optional dependency '{package}' is not installed; fix: {hint}")

@@ -10,14 +10,15 @@ lets the other ranks read what it published. They leave once no distributed stag
 
 from __future__ import annotations
 
+import difflib
 import logging
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+from edgepipe import stages
 from edgepipe.artifacts import (
     MANIFEST,
     atomic_write_json,
@@ -29,53 +30,57 @@ from edgepipe.artifacts import (
 )
 from edgepipe.errors import RecipeError, StageError
 from edgepipe.recipe import Recipe
-from edgepipe.stages.base import StageContext
+from edgepipe.stages.base import StageContext, StageSpec
 from edgepipe.train import distributed as ddp
 from edgepipe.train.resume import discard as discard_partial
 from edgepipe.train.resume import partial_dir
 
 log = logging.getLogger(__name__)
 
-ORDER = ("split", "finetune", "qat", "export", "ptq", "bench")
-
-
-def stage_module(name: str) -> ModuleType:
-    import importlib
-
-    return importlib.import_module(f"edgepipe.stages.{name}")
-
-
 def plan(recipe: Recipe) -> list[str]:
-    selected = ["split", *[s for s in ORDER if s in recipe.stages]]
+    """The stages this recipe runs, in order. A recipe naming an unknown stage, dropping a stage another
+    needs, or that a stage cannot serve (qat with an arch that has no quantizable twin) fails here, before
+    any stage runs."""
+    listable = stages.listable()
+    listed = recipe.stages if recipe.stages is not None else listable
+    for i, name in enumerate(listed):
+        if name not in listable:
+            near = difflib.get_close_matches(name, listable, n=1)
+            hint = f"did you mean '{near[0]}'?" if near else f"use {', '.join(listable)}"
+            raise RecipeError(
+                f"stages.{i}: {name!r} is not one of {', '.join(repr(n) for n in listable)}; fix: {hint}"
+            )
+    selected = [n for n in stages.order() if stages.get(n).always or n in listed]
     produced: set[str] = set()
     for name in selected:
-        mod = stage_module(name)
-        missing = [n for n in mod.needs if n not in produced]
+        spec = stages.get(name)
+        missing = [n for n in spec.needs if n not in produced]
         if missing:
             raise RecipeError(
                 f"stages: '{name}' needs {', '.join(missing)} from a stage not listed; fix: add "
-                f"the stage that makes it to recipe stages (order: {', '.join(ORDER[1:])})"
+                f"the stage that makes it to recipe stages (order: {', '.join(listable)})"
             )
-        produced |= set(_OUTPUTS.get(name, ()))
+        produced |= set(spec.outputs)
+    for name in selected:
+        check = stages.get(name).check
+        if check is not None:
+            check(recipe)
     return selected
 
 
-# What each stage hands on (checked by plan(), so a recipe that drops a needed stage fails before any work).
-_OUTPUTS = {
-    "split": ("split",),
-    "finetune": ("checkpoint", "history"),
-    "qat": ("qat_checkpoint",),
-    "export": ("onnx_fp32", "onnx_int8", "ir_fp32", "ir_int8"),
-    "ptq": ("onnx_ptq",),
-    "bench": ("rows",),
-}
+def _inputs_used(spec: StageSpec, inputs: dict[str, dict]) -> dict[str, str]:
+    return {n: inputs[n]["sha256"] for n in (*spec.needs, *spec.optional) if n in inputs}
 
 
 def _key(name: str, recipe: Recipe, inputs: dict[str, dict]) -> str:
-    mod = stage_module(name)
-    used = {n: inputs[n]["sha256"] for n in (*mod.needs, *getattr(mod, "optional", ())) if n in inputs}
+    spec = stages.get(name)
     return hash_json(
-        {"stage": name, "config": mod.config(recipe), "inputs": used, "versions": package_versions()}
+        {
+            "stage": name,
+            "config": spec.config(recipe),
+            "inputs": _inputs_used(spec, inputs),
+            "versions": package_versions(),
+        }
     )
 
 
@@ -93,9 +98,9 @@ def _context(name: str, recipe: Recipe, run_dir: Path, inputs: dict, key: str, o
 
 def _run_on_rank(name: str, recipe: Recipe, run_dir: Path, inputs: dict, key: str, resume: bool) -> dict:
     """A rank other than 0: train with the others if the stage is distributed, then read rank 0's result."""
-    if getattr(stage_module(name), "distributed", False):
+    if stages.get(name).distributed:
         with tempfile.TemporaryDirectory() as scratch:  # such a rank writes nothing; never into the run
-            stage_module(name).run(_context(name, recipe, run_dir, inputs, key, Path(scratch), resume))
+            stages.get(name).run(_context(name, recipe, run_dir, inputs, key, Path(scratch), resume))
     ddp.barrier()
     manifest = read_manifest(run_dir / name)
     if manifest is None or manifest.get("key") != key:
@@ -115,11 +120,17 @@ def _run_stage(
     """Run one stage; ``shared``: other torchrun ranks are still in the loop and wait for its result."""
     if not ddp.is_main():
         return _run_on_rank(name, recipe, run_dir, inputs, key, resume)
-    mod = stage_module(name)
+    spec = stages.get(name)
     final = run_dir / name
     t0 = time.perf_counter()
     with staging_dir(final) as tmp:
-        result = mod.run(_context(name, recipe, run_dir, inputs, key, tmp, resume))
+        result = spec.run(_context(name, recipe, run_dir, inputs, key, tmp, resume))
+        undeclared = sorted(set(result.outputs) - set(spec.outputs))
+        if undeclared:
+            raise StageError(
+                f"stage {name} handed on {', '.join(undeclared)}, not in its STAGE.outputs; this is a bug "
+                "in edgepipe"
+            )
         outputs = {}
         for out_name, rel in result.outputs.items():
             path = tmp / rel
@@ -129,10 +140,8 @@ def _run_stage(
         manifest = {
             "stage": name,
             "key": key,
-            "config": mod.config(recipe),
-            "inputs": {
-                n: inputs[n]["sha256"] for n in (*mod.needs, *getattr(mod, "optional", ())) if n in inputs
-            },
+            "config": spec.config(recipe),
+            "inputs": _inputs_used(spec, inputs),
             "outputs": outputs,
             "metrics": result.metrics,
             "versions": package_versions(),
@@ -170,27 +179,26 @@ def build(
 def _build(
     recipe: Recipe, out: Path, force: bool, from_stage: str | None, only: str | None, resume: bool
 ) -> dict[str, Any]:
-    stages = plan(recipe)
+    selected = plan(recipe)
     for flag, value in (("--from", from_stage), ("--only", only)):
-        if value is not None and value not in stages:
+        if value is not None and value not in selected:
             raise RecipeError(
-                f"{flag} {value}: not a stage of this recipe; fix: use one of {', '.join(stages)}"
+                f"{flag} {value}: not a stage of this recipe; fix: use one of {', '.join(selected)}"
             )
     run_dir = Path(out) / recipe.name
     run_dir.mkdir(parents=True, exist_ok=True)
     inputs: dict[str, dict] = {}
     status: dict[str, Any] = {}
-    start = stages.index(from_stage) if from_stage else len(stages)
-    last_shared = max((i for i, n in enumerate(stages) if getattr(stage_module(n), "distributed", False)),
-                      default=-1)
-    for i, name in enumerate(stages):
+    start = selected.index(from_stage) if from_stage else len(selected)
+    last_shared = max((i for i, n in enumerate(selected) if stages.get(n).distributed), default=-1)
+    for i, name in enumerate(selected):
         if i > last_shared and not ddp.is_main():
             break  # no training left: rank 0 runs the rest alone
         stage_dir = run_dir / name
         manifest = read_manifest(stage_dir)
         if i <= last_shared:  # every rank decides from rank 0's view of the run folder
             manifest = ddp.broadcast_object(manifest)
-        if only is not None and i > stages.index(only):
+        if only is not None and i > selected.index(only):
             break  # --only runs one stage: later ones are neither run nor required
         if only is not None and name != only:
             if manifest is None:

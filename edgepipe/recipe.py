@@ -16,9 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgepipe.errors import RecipeError
 
-STAGES = ("finetune", "qat", "export", "ptq", "bench")
-StageName = Literal["finetune", "qat", "export", "ptq", "bench"]
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -370,7 +367,9 @@ class BenchConfig(_Strict):
 class Recipe(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="run folder name under --out")
     seed: int = 0
-    stages: tuple[StageName, ...] = ("finetune", "qat", "export", "ptq", "bench")
+    stages: tuple[str, ...] | None = Field(
+        default=None, description="stages to run (split always runs); null: all; checked when a build starts"
+    )
     data: DataConfig
     model: ModelConfig = ModelConfig()
     finetune: FinetuneConfig = FinetuneConfig()
@@ -381,23 +380,8 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _ordered_stages(self) -> Recipe:
-        if len(set(self.stages)) != len(self.stages):
+        if self.stages is not None and len(set(self.stages)) != len(self.stages):
             raise ValueError("stages lists a stage twice")
-        return self
-
-    @model_validator(mode="after")
-    def _qat_needs_a_quantizable_twin(self) -> Recipe:
-        """Refused when the recipe is read, not after finetune has spent its time (an unknown arch is left to
-        the registry's own error)."""
-        from edgepipe.models.registry import available, get_spec
-
-        arch = self.model.arch
-        if "qat" in self.stages and arch in available() and get_spec(arch).build_quantizable is None:
-            twins = ", ".join(n for n in available() if get_spec(n).build_quantizable is not None)
-            raise ValueError(
-                f"model.arch {arch} has no quantizable twin, which stage qat needs; fix: use an arch with one"
-                f" ({twins}) or set stages: [finetune] (export, ptq and bench need qat's model)"
-            )
         return self
 
 

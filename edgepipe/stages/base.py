@@ -1,11 +1,13 @@
-"""The stage contract (after Olive's passes): a name, its inputs, its config slice, and ``run``."""
+"""The stage contract (after Olive's passes): a StageSpec (name, needs, outputs, config slice, ``run``) and
+the StageContext ``run`` receives."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from edgepipe.artifacts import StageResult
 from edgepipe.errors import StageError
@@ -40,14 +42,21 @@ class StageContext:
             ) from None
 
 
-class Stage(Protocol):
+@dataclass(frozen=True)
+class StageSpec:
+    """A stage, declared once (``STAGE`` in its module): the pipeline derives the order of stages, the names a
+    recipe may list and each stage's cache key from these declarations, and keeps no list of its own."""
+
     name: str
-    needs: tuple[str, ...]  # names of inputs from earlier stages
-
-    def config(self, recipe: Recipe) -> dict[str, Any]:
-        """The part of the recipe this stage depends on (hashed into its cache key)."""
-
-    def run(self, ctx: StageContext) -> StageResult: ...
+    needs: tuple[str, ...]  # named inputs from earlier stages, all required
+    outputs: tuple[str, ...]  # the named files it may hand on (run() returns a subset: IR only with OpenVINO)
+    config: Callable[[Recipe], dict[str, Any]]  # every recipe key its result depends on: hashed into its key
+    run: Callable[[StageContext], StageResult]
+    optional: tuple[str, ...] = ()  # named inputs used when an earlier stage made them
+    distributed: bool = False  # runs on every torchrun rank (the pipeline runs other stages on rank 0 only)
+    always: bool = False  # runs whatever the recipe lists (split); a recipe cannot name it
+    # Refuses, before any stage runs, a recipe this stage cannot serve (raises RecipeError naming the fix).
+    check: Callable[[Recipe], None] | None = None
 
 
 def seed_everything(seed: int) -> None:

@@ -22,13 +22,10 @@ from edgepipe.data.loaders import SplitData
 from edgepipe.models.preprocessing import Preprocessing
 from edgepipe.quant.export import read_metadata
 from edgepipe.recipe import Recipe
-from edgepipe.stages.base import StageContext
+from edgepipe.stages.base import StageContext, StageSpec
 
 log = logging.getLogger(__name__)
 
-name = "bench"
-needs = ("split", "onnx_fp32", "onnx_int8")
-optional = ("ir_fp32", "ir_int8", "onnx_ptq")
 MODELS = (
     ("fp32", "onnx_fp32", "ir_fp32"),
     ("int8-qat", "onnx_int8", "ir_int8"),
@@ -192,3 +189,13 @@ def _settings(cfg) -> dict[str, Any]:
         "hint": HINT,
         "gates": list(cfg.fail_if),
     }
+
+
+STAGE = StageSpec(
+    name="bench",
+    needs=("split", "onnx_fp32", "onnx_int8"),
+    optional=("ir_fp32", "ir_int8", "onnx_ptq"),
+    outputs=("rows", "predictions"),
+    config=config,
+    run=run,
+)

@@ -13,12 +13,10 @@ from edgepipe.data.loaders import SplitData
 from edgepipe.errors import ParityError
 from edgepipe.models.preprocessing import Preprocessing
 from edgepipe.recipe import Recipe
-from edgepipe.stages.base import StageContext
+from edgepipe.stages.base import StageContext, StageSpec
 
 log = logging.getLogger(__name__)
 
-name = "export"
-needs = ("split", "checkpoint", "qat_checkpoint")
 
 
 def config(recipe: Recipe) -> dict[str, Any]:
@@ -125,3 +123,15 @@ def run(ctx: StageContext) -> StageResult:
             f"(< export.min_agreement {100 * r.export.min_agreement:.2f}%); see {evidence}"
         )
     return StageResult(outputs=outputs, metrics=metrics)
+
+
+STAGE = StageSpec(
+    name="export",
+    needs=("split", "checkpoint", "qat_checkpoint"),
+    outputs=(
+        *("onnx_fp32", "ops_fp32", "ir_fp32", "ir_fp32_bin"),
+        *("onnx_int8", "ops_int8", "ir_int8", "ir_int8_bin"),  # ir_*: with export.openvino only
+    ),
+    config=config,
+    run=run,
+)

@@ -9,7 +9,7 @@ from edgepipe.artifacts import StageResult, atomic_path
 from edgepipe.data.loaders import SplitData
 from edgepipe.models.preprocessing import Preprocessing
 from edgepipe.recipe import Recipe
-from edgepipe.stages.base import StageContext, seed_everything
+from edgepipe.stages.base import StageContext, StageSpec, seed_everything
 from edgepipe.train import distributed as ddp
 from edgepipe.train.freeze import freezer_for
 from edgepipe.train.history import write_history
@@ -17,10 +17,8 @@ from edgepipe.train.trainer import device, evaluation_metrics, train_model
 
 log = logging.getLogger(__name__)
 
-name = "finetune"
-needs = ("split",)
-distributed = True  # runs on every torchrun rank (the pipeline runs other stages on rank 0 only)
-_DATA_KEYS = {"image_size", "crop_pct", "mean", "std", "batch_size", "augment", "sampler"}
+# num_workers too: each loader worker draws its own augmentation stream, so it changes the trained weights
+_DATA_KEYS = {"image_size", "crop_pct", "mean", "std", "batch_size", "num_workers", "augment", "sampler"}
 
 
 def config(recipe: Recipe) -> dict[str, Any]:
@@ -47,7 +45,7 @@ def run(ctx: StageContext) -> StageResult:
     model.to(dev)
     freezer = freezer_for(model, r.model.arch, r.model.freeze.trainable_last, r.model.freeze.schedule)
     freeze = freezer.summary(model) if freezer is not None else None
-    result = train_model(model, data, r, cfg, dev, freezer, amp=cfg.amp, resume=ctx.resume_state(name))
+    result = train_model(model, data, r, cfg, dev, freezer, amp=cfg.amp, resume=ctx.resume_state("finetune"))
     if not ddp.is_main():  # rank 0 evaluates and writes the stage
         return StageResult()
     if result.best_state is not None:
@@ -78,3 +76,13 @@ def run(ctx: StageContext) -> StageResult:
     }
     log.info("finetune: val top-1 %.2f, test top-1 %.2f", evals["val_top1"], evals["test_top1"])
     return StageResult(outputs={"checkpoint": "model.pt", "history": "history.csv"}, metrics=metrics)
+
+
+STAGE = StageSpec(
+    name="finetune",
+    needs=("split",),
+    outputs=("checkpoint", "history"),
+    config=config,
+    run=run,
+    distributed=True,
+)

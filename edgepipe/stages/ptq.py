@@ -15,12 +15,10 @@ from edgepipe.models.preprocessing import Preprocessing
 from edgepipe.quant.export import read_metadata
 from edgepipe.quant.ort_ptq import ort_static_quantize
 from edgepipe.recipe import Recipe
-from edgepipe.stages.base import StageContext
+from edgepipe.stages.base import StageContext, StageSpec
 
 log = logging.getLogger(__name__)
 
-name = "ptq"
-needs = ("split", "onnx_fp32")
 
 
 def config(recipe: Recipe) -> dict[str, Any]:
@@ -59,3 +57,12 @@ def run(ctx: StageContext) -> StageResult:
         outputs={"onnx_ptq": out.name, "calibration_indices": "calibration_indices.json"},
         metrics={"calibration": cfg.calibration, "calibration_images": len(idx)},
     )
+
+
+STAGE = StageSpec(
+    name="ptq",
+    needs=("split", "onnx_fp32"),
+    outputs=("onnx_ptq", "calibration_indices"),
+    config=config,
+    run=run,
+)

@@ -8,9 +8,10 @@ from typing import Any
 
 from edgepipe.artifacts import StageResult, atomic_path
 from edgepipe.data.loaders import SplitData
+from edgepipe.errors import RecipeError
 from edgepipe.models.preprocessing import Preprocessing
 from edgepipe.recipe import Recipe
-from edgepipe.stages.base import StageContext, seed_everything
+from edgepipe.stages.base import StageContext, StageSpec, seed_everything
 from edgepipe.train import distributed as ddp
 from edgepipe.train.freeze import freezer_for
 from edgepipe.train.history import write_history
@@ -18,9 +19,6 @@ from edgepipe.train.trainer import device, evaluation_metrics, train_model
 
 log = logging.getLogger(__name__)
 
-name = "qat"
-needs = ("split", "checkpoint")
-distributed = True  # runs on every torchrun rank (the pipeline runs other stages on rank 0 only)
 
 
 def config(recipe: Recipe) -> dict[str, Any]:
@@ -28,9 +26,23 @@ def config(recipe: Recipe) -> dict[str, Any]:
         "seed": recipe.seed,
         "qat": recipe.qat.model_dump(),
         "trainable_last": trainable_last(recipe)[0],
-        "data": recipe.data.model_dump(include={"batch_size", "augment", "sampler"}),
+        "data": recipe.data.model_dump(include={"batch_size", "num_workers", "augment", "sampler"}),
         **ddp.config(),
     }
+
+
+def check(recipe: Recipe) -> None:
+    """An arch without a quantizable twin is refused before finetune spends its time (an unknown arch is left
+    to the registry's own error)."""
+    from edgepipe.models.registry import available, get_spec
+
+    arch = recipe.model.arch
+    if arch in available() and get_spec(arch).build_quantizable is None:
+        twins = ", ".join(n for n in available() if get_spec(n).build_quantizable is not None)
+        raise RecipeError(
+            f"model.arch {arch} has no quantizable twin, which stage qat needs; fix: use an arch with one"
+            f" ({twins}) or set stages: [finetune] (export, ptq and bench need qat's model)"
+        )
 
 
 def trainable_last(recipe: Recipe) -> tuple[int | str, str]:
@@ -92,7 +104,7 @@ def run(ctx: StageContext) -> StageResult:
     trainable, key = trainable_last(r)
     freezer = freezer_for(model, model_cfg.arch, trainable, key=key)
     freeze = freezer.summary(model) if freezer is not None else None
-    resume = ctx.resume_state(name)
+    resume = ctx.resume_state("qat")
     if resume is None or resume.state is None:  # a resumed state carries its calibrated observers
         _calibrate(model, data.loader("train"), cfg.calibration_batches, dev)
 
@@ -138,3 +150,14 @@ def run(ctx: StageContext) -> StageResult:
     }
     log.info("qat: fake-quant val top-1 %.2f, test top-1 %.2f", evals["val_top1"], evals["test_top1"])
     return StageResult(outputs={"qat_checkpoint": "model.pt"}, metrics=metrics)
+
+
+STAGE = StageSpec(
+    name="qat",
+    needs=("split", "checkpoint"),
+    outputs=("qat_checkpoint",),
+    config=config,
+    run=run,
+    distributed=True,
+    check=check,
+)

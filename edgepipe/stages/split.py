@@ -10,12 +10,10 @@ from edgepipe.data.sources import ImageFolder, open_source
 from edgepipe.data.split import class_counts, make_split
 from edgepipe.data.stats import dataset_stats, manifest_entry, plot_class_distribution, warn
 from edgepipe.recipe import Recipe
-from edgepipe.stages.base import StageContext
+from edgepipe.stages.base import StageContext, StageSpec
 
 log = logging.getLogger(__name__)
 
-name = "split"
-needs: tuple[str, ...] = ()
 STATS_VERSION = 1  # bump when the statistics change, so cached split stages recompute them
 
 
@@ -63,3 +61,8 @@ def run(ctx: StageContext) -> StageResult:
         "stats": manifest_entry(stats),
     }
     return StageResult(outputs={"split": "split.json"}, metrics=metrics)
+
+
+STAGE = StageSpec(
+    name="split", needs=(), outputs=("split",), config=config, run=run, always=True
+)

@@ -167,14 +167,3 @@ def test_efficientnet_b0_has_no_quantizable_twin():
     with pytest.raises(ModelError, match="no quantizable twin"):
         build_model(ModelConfig(arch="efficientnet_b0"), 3, quantizable=True)
 
-
-def test_recipe_with_qat_refuses_an_arch_without_a_quantizable_twin_when_read():
-    from edgepipe.errors import RecipeError
-    from edgepipe.recipe import parse_recipe
-
-    base = {"name": "r", "data": {"root": "photos"}, "model": {"arch": "efficientnet_b0"}}
-    with pytest.raises(RecipeError) as exc:
-        parse_recipe(base)  # default stages include qat
-    msg = str(exc.value)
-    assert "efficientnet_b0" in msg and "fix:" in msg and "resnet50" in msg and "\n" not in msg
-    assert parse_recipe({**base, "stages": ["finetune"]}).model.arch == "efficientnet_b0"
