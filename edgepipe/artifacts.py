@@ -20,6 +20,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from edgepipe.errors import EdgepipeError
+
 MANIFEST = "manifest.json"
 _VERSIONED = ("edgepipe", "torch", "torchvision", "onnx", "onnxruntime", "openvino", "numpy")
 
@@ -53,7 +55,7 @@ def _json_default(o: Any) -> Any:
         return o.tolist()
     if isinstance(o, (set, tuple)):
         return list(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    raise EdgepipeError(f"cannot write a {type(o).__name__} to JSON; this is a bug in edgepipe")
 
 
 def to_json(obj: Any) -> str:

@@ -35,3 +35,11 @@ def test_failed_stage_keeps_previous_result(tmp_path):
 def test_hash_json_is_order_independent():
     assert hash_json({"a": 1, "b": [1, 2]}) == hash_json({"b": [1, 2], "a": 1})
     assert hash_json({"a": 1}) != hash_json({"a": 2})
+
+
+def test_an_object_json_cannot_hold_is_a_typed_error(tmp_path):
+    from edgepipe.errors import EdgepipeError
+
+    with pytest.raises(EdgepipeError, match="cannot write a object to JSON; this is a bug"):
+        atomic_write_json(tmp_path / "m.json", {"x": object()})
+    assert not (tmp_path / "m.json").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -41,17 +42,17 @@ class Listing:
     skipped: list[dict] = field(default_factory=list)
 
 
-class Source:
+class Source(ABC):
     name: str
 
-    def listing(self) -> Listing:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def listing(self) -> Listing: ...
 
-    def load(self, ref: str) -> Image.Image:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def load(self, ref: str) -> Image.Image: ...
 
-    def fingerprint(self) -> dict:  # pragma: no cover - interface
-        raise NotImplementedError
+    @abstractmethod
+    def fingerprint(self) -> dict: ...
 
 
 def _read_idx(path: Path) -> np.ndarray:

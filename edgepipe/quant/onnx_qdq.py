@@ -23,6 +23,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from edgepipe.errors import ModelError
+
 _PASS_THROUGH = {"GlobalAveragePool", "AveragePool", "MaxPool", "Flatten", "Reshape"}
 
 
@@ -66,7 +68,10 @@ class _Graph:
                     n.input[k] = new
         for o in self.g.output:
             if o.name == old:  # keep graph output names stable: re-point the producer instead
-                raise ValueError("graph output cannot be renamed")
+                raise ModelError(
+                    f"QDQ cleanup tried to rename the graph output {old}; this is a bug in edgepipe "
+                    "(quant/onnx_qdq.py); fix: export with export_onnx(..., qdq=False) meanwhile"
+                )
 
 
 def _remove_identities(gr: _Graph) -> None:

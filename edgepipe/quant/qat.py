@@ -10,6 +10,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from edgepipe.errors import ModelError
+
 # Per-channel symmetric INT8 weights, per-tensor affine UINT8 activations (ONNX Runtime's U8S8 and OpenVINO's
 # u8 x i8 kernels). Full 8-bit activation range: reduce_range only matters on CPUs without VNNI.
 ACT_QMIN, ACT_QMAX = 0, 255
@@ -102,7 +104,10 @@ def prepare_qat(model: Any) -> Any:
     tq = _tq()
     model.train()
     if not hasattr(model, "fuse_model"):
-        raise TypeError(f"{type(model).__name__} is not a torchvision quantizable model (no fuse_model)")
+        raise ModelError(
+            f"{type(model).__name__} is not a quantizable twin (no fuse_model); fix: build it with "
+            "build_model(..., quantizable=True) from an arch that has one"
+        )
     model.fuse_model(is_qat=True)
     model.qconfig = qat_qconfig()
     with warnings.catch_warnings():

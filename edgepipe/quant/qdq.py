@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from edgepipe.errors import ModelError
 from edgepipe.quant.qat import W_QMAX, W_QMIN, _tq, is_qat_conv, is_qat_linear
 
 
@@ -143,5 +144,8 @@ def to_qdq_module(qat_model: nn.Module) -> nn.Module:
             module.activation_post_process = _qdq_from(app)
     leftovers = [n for n, m in model.named_modules() if isinstance(m, tq.FakeQuantizeBase)]
     if leftovers:
-        raise RuntimeError(f"fake-quant modules left after QDQ conversion: {leftovers[:3]}")
+        raise ModelError(
+            f"fake-quant modules left after QDQ conversion ({', '.join(leftovers[:3])}): a layer type the "
+            "converter does not know; fix: use a registry arch, or teach quant/qdq.py that layer"
+        )
     return model

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from edgepipe.errors import StageError
 from edgepipe.recipe import FinetuneConfig, QatConfig
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,9 @@ def build_criterion(cfg: FinetuneConfig | QatConfig, train_counts: Sequence[int]
     weight = None
     if cfg.class_weights == "balanced":
         if train_counts is None:
-            raise ValueError("class_weights: balanced needs the train split's class counts")
+            raise StageError(
+                "class_weights: balanced needs the train split's class counts; fix: pass train_counts"
+            )
         weight = torch.tensor(balanced_class_weights(train_counts), dtype=torch.float32)
     if cfg.loss == "focal":
         return focal_loss(cfg.focal_gamma, weight, cfg.label_smoothing)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgepipe.errors import StageError
+from edgepipe.errors import RecipeError, StageError
 
 AMP_SETTINGS = ("auto", "on", "off", "bf16")
 LAYOUT_SETTINGS = ("auto", "on", "off")
@@ -22,7 +22,7 @@ def amp_dtype(setting: str, device: Any):
     import torch
 
     if setting not in AMP_SETTINGS:
-        raise ValueError(f"amp must be one of {AMP_SETTINGS} (got {setting!r})")
+        raise RecipeError(f"amp: {setting!r} is not one of {', '.join(AMP_SETTINGS)}; fix: use one of them")
     cuda = device.type == "cuda"
     if setting == "bf16":
         return torch.bfloat16
@@ -37,5 +37,7 @@ def amp_dtype(setting: str, device: Any):
 def channels_last(setting: str, device: Any) -> bool:
     """Whether to train in channels-last (NHWC) memory format."""
     if setting not in LAYOUT_SETTINGS:
-        raise ValueError(f"channels_last must be one of {LAYOUT_SETTINGS} (got {setting!r})")
+        raise RecipeError(
+            f"channels_last: {setting!r} is not one of {', '.join(LAYOUT_SETTINGS)}; fix: use one of them"
+        )
     return setting == "on" or (setting == "auto" and device.type == "cuda")

@@ -139,3 +139,10 @@ def test_integer_hard_activations_match_the_float_form(qat_model, int8_onnx, tmp
 
 def test_metadata_travels_with_the_model(int8_onnx):
     assert read_metadata(int8_onnx)["classes"] == ["a", "b", "c", "d"]
+
+
+def test_preparing_a_model_that_is_not_a_quantizable_twin_is_a_model_error():
+    from edgepipe.errors import ModelError
+
+    with pytest.raises(ModelError, match="Linear is not a quantizable twin.*; fix: build it with"):
+        prepare_qat(torch.nn.Linear(2, 2))

@@ -98,3 +98,10 @@ def test_default_trains_in_float32_nchw_on_cpu():
 def test_amp_bf16_autocasts_on_cpu():
     seen = _fit(_net(), amp="bf16")
     assert seen["trained"] and seen["dtypes"] == {torch.bfloat16}
+
+
+def test_a_setting_outside_the_recipe_choices_is_a_recipe_error():
+    with pytest.raises(RecipeError, match="amp: 'fp8' is not one of auto, on, off, bf16; fix:"):
+        precision.amp_dtype("fp8", CPU)
+    with pytest.raises(RecipeError, match="channels_last: 'nhwc' is not one of auto, on, off; fix:"):
+        precision.channels_last("nhwc", CPU)
