@@ -3,3 +3,6 @@
 # ImageNet normalisation on pixels scaled to [0, 1]: (x - mean) / std.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# EfficientNet-Lite's TensorFlow weights: (x - 127) / 128 on 0..255 pixels.
+EFFICIENTNET_LITE_MEAN = (127 / 255, 127 / 255, 127 / 255)
+EFFICIENTNET_LITE_STD = (128 / 255, 128 / 255, 128 / 255)

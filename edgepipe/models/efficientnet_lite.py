@@ -6,7 +6,7 @@ not scaled. Module names are efficientnet_pytorch's (``_conv_stem``, ``_blocks.N
 ``_fc``, ...), so the package's state dict loads strictly with no key mapping. The weights were converted
 from TensorFlow, so stride-2 convolutions pad TF-"SAME" (asymmetric on even sizes: one more row/column at the
 bottom/right), done by ``_SamePad`` before the conv; stride-1 "SAME" is PyTorch's symmetric ``k // 2``.
-Inputs: (x - 127) / 128 on 0..255 pixels, i.e. mean 127/255, std 128/255 on [0, 1] pixels.
+Inputs: (x - 127) / 128 on 0..255 pixels (constants.EFFICIENTNET_LITE_MEAN / _STD on [0, 1] pixels).
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-MEAN = (127 / 255,) * 3
-STD = (128 / 255,) * 3
 # efficientnet_pytorch: TF batch_norm_momentum 0.99 -> torch momentum 0.01; epsilon 1e-3.
 BN_EPS, BN_MOMENTUM = 1e-3, 0.01
 # (repeats, kernel, stride, expand ratio, in, out) per stage: EfficientNet-B0's; Lite0 scales neither.

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from edgepipe.constants import IMAGENET_MEAN, IMAGENET_STD
+from edgepipe.constants import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, IMAGENET_MEAN, IMAGENET_STD
 from edgepipe.errors import ModelError
 
 Builder = Callable[..., Any]
@@ -142,7 +142,7 @@ def _efficientnet_b0(num_classes: int, dropout: float = 0.2) -> Any:
 
 
 # Float only: torchvision ships no quantizable EfficientNet (no fuse_model, no quant stubs), so
-# a recipe with the qat stage is refused when it is loaded (recipe.py), before finetune spends any time.
+# a recipe with the qat stage is refused by its check (stages/qat.py) before finetune spends any time.
 register(
     ModelSpec(
         name="efficientnet_b0",
@@ -183,8 +183,8 @@ register(
         load_weights=_lite_call("imagenet_weights"),
         head=_lite_call("lite0_head"),
         blocks=_lite_call("lite0_blocks"),
-        mean=(127 / 255, 127 / 255, 127 / 255),  # (x - 127) / 128 on 0..255 pixels
-        std=(128 / 255, 128 / 255, 128 / 255),
+        mean=EFFICIENTNET_LITE_MEAN,
+        std=EFFICIENTNET_LITE_STD,
         cam_layer="_act_head",  # after the head conv's BN + ReLU6 (Identity on the fused QAT twin)
     )
 )
