@@ -38,3 +38,7 @@ class BenchInputError(EdgepipeError):
 class GateFailed(EdgepipeError):
     exit_code = 8
 
+
+def missing_dependency(package: str, extra: str | None = None) -> EdgepipeError:
+    hint = f"pip install {package}" if extra is None else f"pip install 'edgepipe[{extra}]'"
+    return EdgepipeError(f"the optional dependency '{package}' is not installed; fix: {hint}")

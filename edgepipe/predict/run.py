@@ -169,6 +169,7 @@ def _batch_size(input_shape, asked: int) -> int:
 
 def _run(rt, items: list[Input], pre: dict, batch: int, fixed: bool, opts: PredictOptions):
     from edgepipe.progress import track
+    from edgepipe.runtimes.predict import padded_logits
 
     decode = image_decoder(pre)
     stream = ordered_map(decode, items, opts.workers, window=max(2 * batch, 4 * opts.workers))
@@ -179,11 +180,8 @@ def _run(rt, items: list[Input], pre: dict, batch: int, fixed: bool, opts: Predi
 
     def flush() -> None:
         x = np.stack([d.array for d in pending])  # type: ignore[misc]
-        n = len(x)
-        if fixed and n < batch:  # a fixed-batch model gets its last batch zero-padded, padding dropped
-            x = np.concatenate([x, np.zeros((batch - n, *x.shape[1:]), np.float32)])
         t0 = time.perf_counter()
-        outs.append(np.asarray(rt.predict(x), dtype=np.float32)[:n])
+        outs.append(padded_logits(rt, x, batch if fixed else None))
         timing["infer_s"] += time.perf_counter() - t0
         pending.clear()
 

@@ -7,16 +7,18 @@ from collections.abc import Iterable
 import numpy as np
 
 
+def padded_logits(rt, x: np.ndarray, pad_to: int | None = None) -> np.ndarray:
+    """Logits of one batch. ``pad_to``: the model takes only that batch size, so a shorter batch is
+    zero-padded and the padding's logits dropped."""
+    n = len(x)
+    if pad_to is not None and n < pad_to:
+        x = np.concatenate([x, np.zeros((pad_to - n, *x.shape[1:]), np.float32)])
+    return np.asarray(rt.predict(x), dtype=np.float32)[:n]
+
+
 def batch_logits(rt, batches: Iterable[np.ndarray], pad_to: int | None = None) -> np.ndarray:
-    """Logits of a runtime over ``batches``, concatenated. ``pad_to``: the model takes only that batch size,
-    so a shorter (last) batch is zero-padded and the padding's logits dropped."""
-    outs = []
-    for x in batches:
-        n = len(x)
-        if pad_to is not None and n < pad_to:
-            x = np.concatenate([x, np.zeros((pad_to - n, *x.shape[1:]), np.float32)])
-        outs.append(np.asarray(rt.predict(x))[:n])
-    return np.concatenate(outs)
+    """Logits of a runtime over ``batches``, concatenated (each padded to ``pad_to`` as padded_logits)."""
+    return np.concatenate([padded_logits(rt, x, pad_to) for x in batches])
 
 
 def runtime_logits(rt, x: np.ndarray, batch: int = 64) -> np.ndarray:
