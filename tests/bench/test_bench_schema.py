@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from edgepipe import stages
 from edgepipe.bench.report import write_run_report
 from edgepipe.bench.schema import MODELS, validate_document
 from edgepipe.errors import BenchInputError
 from edgepipe.recipe import parse_recipe
-from edgepipe.stages import bench as bench_stage
-from edgepipe.stages import split as split_stage
 from edgepipe.stages.base import StageContext
 from tests.bench.test_bench_cli import FAST, bench, zoo  # noqa: F401  (zoo: module fixture)
 from tests.conftest import tiny_recipe
@@ -27,18 +26,19 @@ def run_report(zoo, tmp_path_factory) -> Path:  # noqa: F811
     run_dir = tmp_path_factory.mktemp("run")
     recipe = parse_recipe(tiny_recipe(zoo["photos"], bench={"warmup": 1, "min_iters": 3, "threads": 1}))
     status = {}
-    for mod, inputs in (
-        (split_stage, {}),
-        (bench_stage, {"onnx_fp32": zoo["fp32"], "onnx_int8": zoo["int8"], "ir_fp32": zoo["ir"]}),
+    for name, inputs in (
+        ("split", {}),
+        ("bench", {"onnx_fp32": zoo["fp32"], "onnx_int8": zoo["int8"], "ir_fp32": zoo["ir"]}),
     ):
-        out = run_dir / mod.name
+        out = run_dir / name
         out.mkdir()
-        if mod is bench_stage:
+        if name == "bench":
             inputs["split"] = run_dir / "split" / "split.json"
-        result = mod.run(StageContext(recipe=recipe, out_dir=out, inputs=inputs, run_dir=run_dir))
+        ctx = StageContext(recipe=recipe, out_dir=out, inputs=inputs, run_dir=run_dir)
+        result = stages.get(name).run(ctx)
         outputs = {k: {"file": v} for k, v in result.outputs.items()}
         manifest = {"outputs": outputs, "metrics": result.metrics, "wall_time_s": 0.5}
-        status[mod.name] = {"cached": False, "manifest": manifest}
+        status[name] = {"cached": False, "manifest": manifest}
     write_run_report(run_dir, recipe, status)
     return run_dir
 
