@@ -37,6 +37,7 @@ from edgepipe.train.resume import partial_dir
 
 log = logging.getLogger(__name__)
 
+
 def plan(recipe: Recipe) -> list[str]:
     """The stages this recipe runs, in order. A recipe naming an unknown stage, dropping a stage another
     needs, or that a stage cannot serve (qat with an arch that has no quantizable twin) fails here, before

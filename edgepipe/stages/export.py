@@ -18,7 +18,6 @@ from edgepipe.stages.base import StageContext, StageSpec
 log = logging.getLogger(__name__)
 
 
-
 def config(recipe: Recipe) -> dict[str, Any]:
     return {"export": recipe.export.model_dump(), "bench_threads": recipe.bench.threads}
 

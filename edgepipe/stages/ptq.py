@@ -20,7 +20,6 @@ from edgepipe.stages.base import StageContext, StageSpec
 log = logging.getLogger(__name__)
 
 
-
 def config(recipe: Recipe) -> dict[str, Any]:
     return {"seed": recipe.seed, "ptq": recipe.ptq.model_dump()}
 

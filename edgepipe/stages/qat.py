@@ -20,7 +20,6 @@ from edgepipe.train.trainer import device, evaluation_metrics, train_model
 log = logging.getLogger(__name__)
 
 
-
 def config(recipe: Recipe) -> dict[str, Any]:
     return {
         "seed": recipe.seed,

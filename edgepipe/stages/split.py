@@ -63,6 +63,4 @@ def run(ctx: StageContext) -> StageResult:
     return StageResult(outputs={"split": "split.json"}, metrics=metrics)
 
 
-STAGE = StageSpec(
-    name="split", needs=(), outputs=("split",), config=config, run=run, always=True
-)
+STAGE = StageSpec(name="split", needs=(), outputs=("split",), config=config, run=run, always=True)
