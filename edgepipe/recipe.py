@@ -203,6 +203,63 @@ class ModelConfig(_Strict):
         description="override BatchNorm momentum (MobileNetV3 uses 0.01: too slow for a few hundred steps)",
     )
     freeze: FreezeConfig = FreezeConfig()
+    attention: Literal["se", "eca", "cbam", "none"] | None = Field(
+        default=None,
+        description="replaces MobileNetV3's squeeze-excite, or is added to each ResNet bottleneck; "
+        "null: the arch's own (se in MobileNetV3, none in ResNets)",
+    )
+    eca_kernel: int | None = Field(default=None, ge=1, le=15, description="eca: odd 1-D conv size; null: ECA's")
+    cbam_reduction: int = Field(default=16, ge=1, le=256, description="cbam: channel-MLP reduction ratio")
+    cbam_kernel: int = Field(default=7, ge=1, le=15, description="cbam: odd spatial conv size")
+    fusion: Literal["none", "multiscale"] = Field(
+        default="none", description="multiscale: pooled 1/8, 1/16 and last features concatenated (MobileNetV3)"
+    )
+    head: Literal["linear", "arcmargin"] = Field(
+        default="linear", description="arcmargin: cosine logits, additive angular margin in training (ArcFace)"
+    )
+    arc_scale: float = Field(default=30.0, gt=0, le=128, description="arcmargin: logit scale s")
+    arc_margin: float = Field(default=0.5, ge=0, le=1.5, description="arcmargin: angular margin m (radians)")
+
+    @model_validator(mode="after")
+    def _variant_options(self) -> ModelConfig:
+        for key in sorted(self.model_fields_set & _MODEL_ONLY_WITH.keys()):
+            selector, choice = _MODEL_ONLY_WITH[key]
+            default = type(self).model_fields[key].default
+            if getattr(self, selector) != choice and getattr(self, key) != default:
+                raise ValueError(
+                    f"{key} is only used with {selector}: {choice} (got {selector}: {getattr(self, selector)}); "
+                    f"fix: set {selector}: {choice} or remove {key}"
+                )
+        for key in ("eca_kernel", "cbam_kernel"):
+            k = getattr(self, key)
+            if k is not None and k % 2 == 0:
+                raise ValueError(f"{key} must be odd, so the output keeps its size (got {k}); fix: use {k + 1}")
+        from edgepipe.models.registry import available, get_spec
+
+        if self.arch not in available():
+            return self  # the registry names the known archs when the model is built
+        spec = get_spec(self.arch)
+        for key, value, allowed, unset in (
+            ("attention", self.attention, spec.attentions, None),
+            ("fusion", self.fusion, spec.fusions, "none"),
+        ):
+            if value != unset and value not in allowed:
+                archs = [n for n in available() if value in getattr(get_spec(n), f"{key}s")]
+                raise ValueError(
+                    f"{key}: {value} is not available for {self.arch}; fix: remove {key}, or use "
+                    f"an arch that has it ({', '.join(archs)})"
+                )
+        return self
+
+
+# model keys that only one choice uses (as _ONLY_WITH below for the train options)
+_MODEL_ONLY_WITH = {
+    "eca_kernel": ("attention", "eca"),
+    "cbam_reduction": ("attention", "cbam"),
+    "cbam_kernel": ("attention", "cbam"),
+    "arc_scale": ("head", "arcmargin"),
+    "arc_margin": ("head", "arcmargin"),
+}
 
 
 # An option that only one choice uses, and that choice: setting it while another is chosen is an error

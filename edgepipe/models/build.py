@@ -8,17 +8,23 @@ from typing import Any
 
 from edgepipe.errors import ModelError
 from edgepipe.models.registry import ModelSpec, get_spec
+from edgepipe.models.variant import Variant, fresh_modules
 from edgepipe.recipe import ModelConfig
 
 log = logging.getLogger(__name__)
 
 
-def _replace_head(model: Any, spec: ModelSpec, num_classes: int) -> None:
+def _replace_head(model: Any, spec: ModelSpec, num_classes: int, cfg: ModelConfig) -> None:
     import torch.nn as nn
 
     parent, attr = spec.head(model)
     old = getattr(parent, attr) if not attr.isdigit() else parent[int(attr)]
-    new = nn.Linear(old.in_features, num_classes)
+    if cfg.head == "arcmargin":
+        from edgepipe.models.heads import CosineHead
+
+        new = CosineHead(old.in_features, num_classes, cfg.arc_scale)
+    else:
+        new = nn.Linear(old.in_features, num_classes)
     if attr.isdigit():
         parent[int(attr)] = new
     else:
@@ -82,10 +88,15 @@ def _load_pretrained(model: Any, spec: ModelSpec, cfg: ModelConfig, num_classes:
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         source = str(path)
     own = model.state_dict()
-    # The head is new (dataset classes): keep only tensors whose names and shapes match.
+    # The head is new (dataset classes), and so are a variant's modules (attention, fusion): keep only tensors
+    # whose names and shapes match; the fresh modules keep their initialisation.
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     missing = [k for k in own if k not in usable]
-    body_missing = [k for k in missing if not k.startswith("classifier") and not k.startswith("fc.")]
+    fresh = tuple(f"{name}." for name in fresh_modules(model))
+    new_keys = [k for k in missing if k.startswith(fresh)]
+    body_missing = [
+        k for k in missing if not k.startswith(("classifier", "fc.")) and k not in new_keys
+    ]
     if len(usable) == 0 or len(body_missing) > 0.5 * len(own):
         raise ModelError(
             f"model.pretrained {source} does not fit {spec.name} "
@@ -98,8 +109,20 @@ def _load_pretrained(model: Any, spec: ModelSpec, cfg: ModelConfig, num_classes:
         len(usable),
         len(own),
         source,
-        len(missing),
+        len(missing) - len(new_keys),
     )
+    if new_keys or cfg.attention not in (None, "se"):
+        unused = [k for k in state if k not in usable and not k.startswith(("classifier", "fc."))]
+        log.info(
+            "variant (attention %s, fusion %s): %d new tensors in %d new modules start fresh, e.g. %s; "
+            "%d pretrained tensors have no place in it (e.g. the squeeze-excite it replaces)",
+            cfg.attention or "the arch's own",
+            cfg.fusion,
+            len(new_keys),
+            len(fresh),
+            ", ".join(f.rstrip(".") for f in fresh[:3]) or "-",
+            len(unused),
+        )
     del num_classes
     return source
 
@@ -112,12 +135,15 @@ def build_model(cfg: ModelConfig, num_classes: int, quantizable: bool = False) -
         kwargs["width_mult"] = cfg.width_mult
     elif cfg.width_mult != 1.0:
         raise ModelError(f"model.width_mult is not supported by {cfg.arch}; fix: remove it or set it to 1.0")
+    variant = Variant.from_config(cfg)
+    if not variant.is_plain:  # ModelConfig has checked that the arch offers it
+        kwargs["variant"] = variant
     builder = spec.build_quantizable if quantizable else spec.build
     if builder is None:
         raise ModelError(f"{cfg.arch} has no quantizable twin; fix: use one of the qat-capable models")
     model = builder(1000, **kwargs)
     source = _load_pretrained(model, spec, cfg, num_classes)
-    _replace_head(model, spec, num_classes)
+    _replace_head(model, spec, num_classes, cfg)
     if cfg.bn_momentum is not None:
         import torch.nn as nn
 

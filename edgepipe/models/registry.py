@@ -11,6 +11,7 @@ from typing import Any
 
 from edgepipe.constants import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, IMAGENET_MEAN, IMAGENET_STD
 from edgepipe.errors import ModelError
+from edgepipe.models.choices import ATTENTIONS, FUSIONS
 
 Builder = Callable[..., Any]
 
@@ -36,6 +37,10 @@ class ModelSpec:
     # The module Grad-CAM explains (a name from named_modules()): the last spatial feature map, where class
     # evidence is still localised. The same name must exist on the prepared QAT twin. None: the last Conv2d.
     cam_layer: str | None = None
+    # model.attention / model.fusion choices the builders accept (as ``variant=``, a models.variant.Variant);
+    # empty: none (the recipe refuses the key). model.head works for every arch (models/build.py swaps it).
+    attentions: tuple[str, ...] = ()
+    fusions: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -59,18 +64,24 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def _mnv3(variant: str, quantizable: bool) -> Builder:
-    def build(num_classes: int, width_mult: float = 1.0, dropout: float = 0.2) -> Any:
+def _mnv3(size: str, quantizable: bool) -> Builder:
+    def build(num_classes: int, width_mult: float = 1.0, dropout: float = 0.2, variant: Any = None) -> Any:
+        if variant is not None and not variant.is_plain:
+            from edgepipe.models.mobilenet import mobilenet_v3_variant
+
+            return mobilenet_v3_variant(
+                f"mobilenet_v3_{size}", num_classes, variant, quantizable, width_mult=width_mult, dropout=dropout
+            )
         if quantizable:
             from torchvision.models import quantization as q
 
-            fn = getattr(q, f"mobilenet_v3_{variant}")
+            fn = getattr(q, f"mobilenet_v3_{size}")
             return fn(
                 weights=None, quantize=False, num_classes=num_classes, width_mult=width_mult, dropout=dropout
             )
         from torchvision import models
 
-        fn = getattr(models, f"mobilenet_v3_{variant}")
+        fn = getattr(models, f"mobilenet_v3_{size}")
         return fn(weights=None, num_classes=num_classes, width_mult=width_mult, dropout=dropout)
 
     return build
@@ -96,6 +107,8 @@ register(
         supports_width=True,
         blocks=_features_blocks,
         cam_layer="features.16",
+        attentions=ATTENTIONS,
+        fusions=FUSIONS,
     )
 )
 register(
@@ -108,6 +121,8 @@ register(
         supports_width=True,
         blocks=_features_blocks,
         cam_layer="features.12",
+        attentions=ATTENTIONS,
+        fusions=FUSIONS,
     )
 )
 
@@ -128,6 +143,7 @@ def _register_resnets() -> None:
                 head=resnet_head,
                 blocks=resnet_blocks,
                 cam_layer="layer4",
+                attentions=ATTENTIONS,
             )
         )
 

@@ -25,7 +25,7 @@ from onnx import helper, numpy_helper
 
 from edgepipe.errors import ModelError
 
-_PASS_THROUGH = {"GlobalAveragePool", "AveragePool", "MaxPool", "Flatten", "Reshape"}
+_PASS_THROUGH = {"GlobalAveragePool", "AveragePool", "MaxPool", "GlobalMaxPool", "Flatten", "Reshape"}
 
 
 class _Graph:

@@ -79,6 +79,22 @@ def _gated_hardswish_cls():
     return GatedHardswish
 
 
+def head_weight_fake_quant():
+    """Per-tensor symmetric INT8 for a weight computed in forward (the cosine head's ``s * normalize(W)``):
+    eager QAT has no module to swap in for it, and its rows all have norm s, so one scale fits every class."""
+    import torch
+
+    tq = _tq()
+    return tq.FakeQuantize.with_args(
+        observer=tq.MovingAverageMinMaxObserver,
+        quant_min=W_QMIN,
+        quant_max=W_QMAX,
+        dtype=torch.qint8,
+        qscheme=torch.per_tensor_symmetric,
+        reduce_range=False,
+    )()
+
+
 def _quantize_like_the_runtime(model: Any) -> None:
     """Fake-quant where the integer runtimes quantize but eager QAT does not.
 
@@ -86,10 +102,15 @@ def _quantize_like_the_runtime(model: Any) -> None:
       output; eager QAT leaves the mean in float. An observed fake-quant on the mean (its own range, much
       narrower than its input's) trains the rounding the runtime does, and export reads its scale.
     * HardSwish: its gate is rounded as the runtime rounds it (GatedHardswish).
+    * A weight computed in forward (models/heads.py's cosine head: ``weight_fake_quant`` is an Identity until
+      here) gets an INT8 fake-quant, as the exported MatMul reads it.
     """
     import torch.nn as nn
 
     gated = _gated_hardswish_cls()
+    for m in list(model.modules()):
+        if hasattr(m, "effective_weight") and type(getattr(m, "weight_fake_quant", None)) is nn.Identity:
+            m.weight_fake_quant = head_weight_fake_quant()
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Hardswish and hasattr(child, "activation_post_process"):
@@ -182,6 +203,12 @@ def relu6_qconfig():
         )
     )
     return tq.QConfig(activation=act, weight=qat_qconfig().weight)
+
+
+def fuse_groups(module: Any, groups: list[list[str]], is_qat: bool) -> None:
+    """Fuse torch.ao's standard groups (Conv+BN, Conv+ReLU, Conv+BN+ReLU, Linear+ReLU) of ``module`` in place."""
+    tq = _tq()
+    (tq.fuse_modules_qat if is_qat else tq.fuse_modules)(module, groups, inplace=True)
 
 
 def fuse_conv_bn_relu6(model: Any, groups: list[list[str]], is_qat: bool) -> None:

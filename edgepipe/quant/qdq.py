@@ -109,9 +109,31 @@ def fold_conv_bn(module: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     return w, b
 
 
+class QDQCosineHead(nn.Module):
+    """The trained cosine head (models/heads.py) as normalise -> Q/DQ -> MatMul(int8 constant) -> Q/DQ.
+
+    The effective weight ``s * normalize(W)`` is computed once and stored transposed ([in, classes]), so the
+    export is a plain MatMul whose weight input comes straight from a DequantizeLinear (ONNX Runtime then
+    fuses DQ -> MatMul -> Q into an integer MatMul; a Transpose in between would keep it in float)."""
+
+    def __init__(self, head: Any):
+        super().__init__()
+        self.inp = _qdq_from(head.input_quant.activation_post_process)
+        self.weight = nn.Parameter(head.effective_weight().detach().t().contiguous(), requires_grad=False)
+        self.w = _qdq_from(head.weight_fake_quant)
+        self.out = _qdq_from(head.output_quant.activation_post_process)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.matmul(self.inp(F.normalize(x, dim=1)), self.w(self.weight)))
+
+
 def _replacement(module: Any) -> nn.Module | None:
     import torch.ao.nn.intrinsic.qat as nniqat
 
+    tq = _tq()
+    if hasattr(module, "effective_weight") and isinstance(getattr(module, "weight_fake_quant", None),
+                                                           tq.FakeQuantizeBase):
+        return QDQCosineHead(module)
     if not (is_qat_conv(module) or is_qat_linear(module)):
         return None
     out = _qdq_from(module.activation_post_process) if hasattr(module, "activation_post_process") else None

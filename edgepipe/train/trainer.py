@@ -52,7 +52,10 @@ def training_parts(model, data: SplitData, recipe: Recipe, cfg: FinetuneConfig |
         log.warning("data.sampler and class_weights are both balanced: the imbalance is corrected twice")
     optimizer = build_optimizer(model.parameters(), cfg)
     scheduler = build_scheduler(optimizer, cfg, steps)
-    criterion = build_criterion(cfg, class_counts(data.split["train"], len(data.classes))).to(dev)
+    from edgepipe.models.heads import training_loss
+
+    criterion = build_criterion(cfg, class_counts(data.split["train"], len(data.classes)))
+    criterion = training_loss(recipe.model, criterion).to(dev)  # + the margin of an arcmargin head
     return loader, optimizer, scheduler, criterion
 
 

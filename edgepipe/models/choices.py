@@ -1,0 +1,6 @@
+"""The names ``model.attention``, ``model.fusion`` and ``model.head`` accept: a leaf without torch, so the
+recipe and the registry can import it cheaply."""
+
+ATTENTIONS = ("se", "eca", "cbam", "none")
+FUSIONS = ("none", "multiscale")
+HEADS = ("linear", "arcmargin")
