@@ -208,14 +208,14 @@ class ModelConfig(_Strict):
         description="replaces MobileNetV3's squeeze-excite, or is added to each ResNet bottleneck; "
         "null: the arch's own (se in MobileNetV3, none in ResNets)",
     )
-    eca_kernel: int | None = Field(default=None, ge=1, le=15, description="eca: odd 1-D conv size; null: ECA's")
+    eca_kernel: int | None = Field(default=None, ge=1, le=15, description="eca: odd conv size; null: ECA's")
     cbam_reduction: int = Field(default=16, ge=1, le=256, description="cbam: channel-MLP reduction ratio")
     cbam_kernel: int = Field(default=7, ge=1, le=15, description="cbam: odd spatial conv size")
     fusion: Literal["none", "multiscale"] = Field(
-        default="none", description="multiscale: pooled 1/8, 1/16 and last features concatenated (MobileNetV3)"
+        default="none", description="multiscale: pooled 1/8, 1/16, last features concatenated (MobileNetV3)"
     )
     head: Literal["linear", "arcmargin"] = Field(
-        default="linear", description="arcmargin: cosine logits, additive angular margin in training (ArcFace)"
+        default="linear", description="arcmargin: cosine logits, angular margin in training (ArcFace)"
     )
     arc_scale: float = Field(default=30.0, gt=0, le=128, description="arcmargin: logit scale s")
     arc_margin: float = Field(default=0.5, ge=0, le=1.5, description="arcmargin: angular margin m (radians)")
@@ -227,13 +227,16 @@ class ModelConfig(_Strict):
             default = type(self).model_fields[key].default
             if getattr(self, selector) != choice and getattr(self, key) != default:
                 raise ValueError(
-                    f"{key} is only used with {selector}: {choice} (got {selector}: {getattr(self, selector)}); "
+                    f"{key} is only used with {selector}: {choice} "
+                    f"(got {selector}: {getattr(self, selector)}); "
                     f"fix: set {selector}: {choice} or remove {key}"
                 )
         for key in ("eca_kernel", "cbam_kernel"):
             k = getattr(self, key)
             if k is not None and k % 2 == 0:
-                raise ValueError(f"{key} must be odd, so the output keeps its size (got {k}); fix: use {k + 1}")
+                raise ValueError(f"{key} must be odd, so the output keeps its size (got {k}); fix: {k + 1}")
+        if self.attention is None and self.fusion == "none":
+            return self  # nothing to ask the registry (which imports this module: no default-built cycle)
         from edgepipe.models.registry import available, get_spec
 
         if self.arch not in available():

@@ -15,6 +15,8 @@ PUBLISHED = (
     "resnet50_focal_restarts",
     "resnext50_gradual_unfreeze",
     "mnv3_large_label_smoothing",
+    "mnv3_liteiresnet_ablation",
+    "resnet50_cbam_focal",
 )
 
 
@@ -65,3 +67,23 @@ def test_mnv3_label_smoothing_adamw_cosine_amp_and_its_augmentation():
         10,
     )
     assert aug.rrc_scale is None and aug.random_crop is not None
+
+
+def test_liteiresnet_ablation_base_is_mnv3_with_eca_multiscale_fusion_and_arcmargin():
+    r = load_recipe(RECIPES / "mnv3_liteiresnet_ablation.yaml")
+    m = r.model
+    assert (m.arch, m.pretrained, m.attention, m.fusion, m.head) == (
+        "mobilenet_v3_large", "imagenet", "eca", "multiscale", "arcmargin"
+    )
+    assert "qat" in r.stages and "export" in r.stages  # every part of the variant has an INT8 path
+
+
+def test_resnet50_cbam_focal_under_100_mb():
+    r = load_recipe(RECIPES / "resnet50_cbam_focal.yaml")
+    m = r.model
+    assert (m.arch, m.attention, r.finetune.loss, r.qat.loss) == ("resnet50", "cbam", "focal", "focal")
+    assert r.model.cbam_kernel == 7 and r.bench.fail_if == ("size_mb>100",)
+    from edgepipe.models.build import build_model
+
+    model, _ = build_model(r.model.model_copy(update={"pretrained": "none"}), 10)
+    assert sum(p.numel() for p in model.parameters()) * 4 < 100e6  # FP32 bytes, 10 classes

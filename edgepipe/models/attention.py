@@ -20,7 +20,6 @@ import torch.nn as nn
 from edgepipe.models.choices import ATTENTIONS
 
 
-
 def _float_functional() -> nn.Module:
     from edgepipe.quant.qat import float_functional
 
@@ -28,7 +27,7 @@ def _float_functional() -> nn.Module:
 
 
 def eca_kernel(channels: int, gamma: int = 2, b: int = 1) -> int:
-    """ECA-Net's adaptive kernel size: the odd number nearest |log2(C) + b| / gamma (3 for 64..255 channels)."""
+    """ECA-Net's adaptive kernel size: odd, near |log2(C) + b| / gamma (3 for 64..255 channels)."""
     t = int(abs((math.log2(channels) + b) / gamma))
     return t if t % 2 else t + 1
 
@@ -126,8 +125,14 @@ class SqueezeExcite(nn.Module):
         fuse_groups(self, [["fc1", "relu"]], is_qat=bool(is_qat))
 
 
-def make_attention(kind: str, channels: int, *, eca_kernel_size: int | None = None,
-                   cbam_reduction: int = 16, cbam_kernel: int = 7) -> nn.Module:
+def make_attention(
+    kind: str,
+    channels: int,
+    *,
+    eca_kernel_size: int | None = None,
+    cbam_reduction: int = 16,
+    cbam_kernel: int = 7,
+) -> nn.Module:
     """The ``model.attention`` module for a ``channels``-wide feature map (``none``: the identity)."""
     if kind == "eca":
         return ECA(channels, eca_kernel_size)

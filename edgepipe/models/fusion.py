@@ -14,7 +14,6 @@ import torch
 import torch.nn as nn
 
 
-
 class MultiScaleFusion(nn.Module):
     """[N, C_i, H_i, W_i] feature maps -> [N, sum(C_i)] pooled and concatenated descriptors."""
 

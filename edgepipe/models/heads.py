@@ -20,7 +20,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-
 def normalize(x: torch.Tensor) -> torch.Tensor:
     """Rows scaled to unit L2 norm (ONNX: ReduceL2, Clip, Div): one definition for every twin."""
     return F.normalize(x, dim=1)
@@ -54,7 +53,7 @@ class CosineHead(nn.Module):
 
 
 class ArcMarginLoss(nn.Module):
-    """``base(s * cos(theta + m) at the target, s * cos(theta) elsewhere)`` from the head's ``s * cos`` logits.
+    """``base(s cos(theta + m) at the target, s cos(theta) elsewhere)`` from the head's ``s cos`` logits.
 
     The margin acts only while gradients are taken (training steps); validation, run under inference mode,
     gets ``base`` on the plain scaled cosines, which is what the exported model outputs. Beyond
@@ -81,7 +80,7 @@ class ArcMarginLoss(nn.Module):
 
 
 def training_loss(model_cfg, base: nn.Module) -> nn.Module:
-    """The loss the train loop uses for this model: ``base``, wrapped with the margin for an arcmargin head."""
+    """The train loop's loss for this model: ``base``, wrapped with the margin for an arcmargin head."""
     if model_cfg.head != "arcmargin":
         return base
     return ArcMarginLoss(base, model_cfg.arc_scale, model_cfg.arc_margin)

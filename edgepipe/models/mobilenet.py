@@ -1,4 +1,4 @@
-"""MobileNetV3 variants (float and quantizable twin): ``model.attention`` replaces squeeze-excite in the blocks
+"""MobileNetV3 variants (float and quantizable twin): ``model.attention`` replaces squeeze-excite in blocks
 that have it, ``model.fusion: multiscale`` feeds the classifier pooled maps of several resolutions.
 
 The module names stay torchvision's (``features.N.block.K``, ``classifier.N``), so ImageNet weights load into
@@ -35,7 +35,9 @@ def _apply(model: Any, setting: list[Any], variant: Variant) -> None:
             for name, child in list(seq.named_children()) if seq is not None else []:
                 if isinstance(child, SqueezeExcitation):
                     channels = child.fc1.in_channels
-                    setattr(seq, name, make_attention(variant.attention, channels, **variant.attention_kwargs()))
+                    setattr(
+                        seq, name, make_attention(variant.attention, channels, **variant.attention_kwargs())
+                    )
     model.fusion = None
     if variant.fusion == "multiscale":
         # features: stem (stride 2), the blocks, the last 1x1 conv; taps: the last block at 1/8 and 1/16
@@ -92,8 +94,14 @@ class QuantizableMobileNetV3Variant(QuantizableMobileNetV3):
                 m.fuse_model(is_qat)
 
 
-def mobilenet_v3_variant(arch: str, num_classes: int, variant: Variant, quantizable: bool,
-                         width_mult: float = 1.0, dropout: float = 0.2) -> Any:
+def mobilenet_v3_variant(
+    arch: str,
+    num_classes: int,
+    variant: Variant,
+    quantizable: bool,
+    width_mult: float = 1.0,
+    dropout: float = 0.2,
+) -> Any:
     setting, last_channel = _setting(arch, width_mult)
     cls = QuantizableMobileNetV3Variant if quantizable else MobileNetV3Variant
     return cls(setting, last_channel, variant, num_classes=num_classes, dropout=dropout)

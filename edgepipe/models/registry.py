@@ -70,7 +70,8 @@ def _mnv3(size: str, quantizable: bool) -> Builder:
             from edgepipe.models.mobilenet import mobilenet_v3_variant
 
             return mobilenet_v3_variant(
-                f"mobilenet_v3_{size}", num_classes, variant, quantizable, width_mult=width_mult, dropout=dropout
+                f"mobilenet_v3_{size}", num_classes, variant, quantizable, width_mult=width_mult,
+                dropout=dropout,
             )
         if quantizable:
             from torchvision.models import quantization as q

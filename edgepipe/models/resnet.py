@@ -21,7 +21,10 @@ from edgepipe.models.variant import Variant
 # torchvision.models.quantization has no resnext50_32x4d; its resnet50 with ResNeXt's grouping is the same
 # network (torchvision builds resnext50_32x4d as resnet50's layers with these two arguments).
 _QUANTIZABLE = {"resnext50_32x4d": ("resnet50", {"groups": 32, "width_per_group": 4})}
-_LAYERS = {"resnet50": ([3, 4, 6, 3], {}), "resnext50_32x4d": ([3, 4, 6, 3], {"groups": 32, "width_per_group": 4})}
+_LAYERS = {
+    "resnet50": ([3, 4, 6, 3], {}),
+    "resnext50_32x4d": ([3, 4, 6, 3], {"groups": 32, "width_per_group": 4}),
+}
 
 
 def resnet_builder(arch: str, quantizable: bool) -> Callable[..., Any]:
@@ -94,7 +97,9 @@ def _attention_resnet(arch: str, num_classes: int, variant: Variant, quantizable
 
     layers, extra = _LAYERS[arch]
     if quantizable:
-        model = QuantizableAttentionResNet(QuantizableAttentionBottleneck, layers, num_classes=num_classes, **extra)
+        model = QuantizableAttentionResNet(
+            QuantizableAttentionBottleneck, layers, num_classes=num_classes, **extra
+        )
         for m in model.modules():  # as torchvision's _replace_relu: fused ReLUs must not be in-place
             if type(m) is nn.ReLU:
                 m.inplace = False

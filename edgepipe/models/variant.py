@@ -35,5 +35,5 @@ class Variant:
 
 
 def fresh_modules(model: Any) -> list[str]:
-    """Names of the modules a variant added (attention, fusion, cosine head): no pretrained weights for them."""
+    """Names of the modules a variant added (attention, fusion, cosine head): no pretrained weights."""
     return [name for name, m in model.named_modules() if name and getattr(m, "edgepipe_fresh", False)]

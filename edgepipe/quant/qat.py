@@ -206,7 +206,7 @@ def relu6_qconfig():
 
 
 def fuse_groups(module: Any, groups: list[list[str]], is_qat: bool) -> None:
-    """Fuse torch.ao's standard groups (Conv+BN, Conv+ReLU, Conv+BN+ReLU, Linear+ReLU) of ``module`` in place."""
+    """Fuse torch.ao's standard groups (Conv+BN, Conv+ReLU, Conv+BN+ReLU, Linear+ReLU) in place."""
     tq = _tq()
     (tq.fuse_modules_qat if is_qat else tq.fuse_modules)(module, groups, inplace=True)
 

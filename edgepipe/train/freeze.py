@@ -67,8 +67,12 @@ class Freezer:
             return
         for i, block in enumerate(self.blocks):
             if (i < k) != (i < self._n_frozen):
+                # modules a variant added to a block (models/attention.py) have no pretrained weights: they
+                # train even while their block is frozen (they hold no BatchNorm, so eval mode is harmless)
+                fresh = {id(p) for m in block.modules() if getattr(m, "edgepipe_fresh", False)
+                         for p in m.parameters()}
                 for p in block.parameters():
-                    p.requires_grad_(i >= k)
+                    p.requires_grad_(i >= k or id(p) in fresh)
         log.info(
             "epoch %d: training the last %s of %d blocks",
             epoch + 1,
