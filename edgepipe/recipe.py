@@ -235,23 +235,6 @@ class ModelConfig(_Strict):
             k = getattr(self, key)
             if k is not None and k % 2 == 0:
                 raise ValueError(f"{key} must be odd, so the output keeps its size (got {k}); fix: {k + 1}")
-        if self.attention is None and self.fusion == "none":
-            return self  # nothing to ask the registry (which imports this module: no default-built cycle)
-        from edgepipe.models.registry import available, get_spec
-
-        if self.arch not in available():
-            return self  # the registry names the known archs when the model is built
-        spec = get_spec(self.arch)
-        for key, value, allowed, unset in (
-            ("attention", self.attention, spec.attentions, None),
-            ("fusion", self.fusion, spec.fusions, "none"),
-        ):
-            if value != unset and value not in allowed:
-                archs = [n for n in available() if value in getattr(get_spec(n), f"{key}s")]
-                raise ValueError(
-                    f"{key}: {value} is not available for {self.arch}; fix: remove {key}, or use "
-                    f"an arch that has it ({', '.join(archs)})"
-                )
         return self
 
 

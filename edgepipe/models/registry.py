@@ -64,6 +64,24 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def check_variant(arch: str, attention: str | None, fusion: str) -> None:
+    """An attention or fusion the arch does not offer is refused before any training (the finetune stage's
+    check); an unknown arch is left to get_spec's own error when the model is built."""
+    if arch not in _REGISTRY:
+        return
+    spec = _REGISTRY[arch]
+    for key, value, allowed, unset in (
+        ("attention", attention, spec.attentions, None),
+        ("fusion", fusion, spec.fusions, "none"),
+    ):
+        if value != unset and value not in allowed:
+            archs = [n for n in available() if value in getattr(_REGISTRY[n], f"{key}s")]
+            raise ModelError(
+                f"model.{key}: {value} is not available for {arch}; fix: remove {key}, or use "
+                f"an arch that has it ({', '.join(archs)})"
+            )
+
+
 def _mnv3(size: str, quantizable: bool) -> Builder:
     def build(num_classes: int, width_mult: float = 1.0, dropout: float = 0.2, variant: Any = None) -> Any:
         if variant is not None and not variant.is_plain:

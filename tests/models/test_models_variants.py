@@ -199,11 +199,6 @@ def _recipe(model: dict, **over) -> dict:
 @pytest.mark.parametrize(
     ("model", "says"),
     [
-        (
-            {"arch": "efficientnet_b0", "attention": "eca"},
-            "attention: eca is not available for efficientnet_b0",
-        ),
-        ({"arch": "resnet50", "fusion": "multiscale"}, "fusion: multiscale is not available for resnet50"),
         ({"attention": "eca", "cbam_kernel": 5}, "cbam_kernel is only used with attention: cbam"),
         ({"arc_margin": 0.3}, "arc_margin is only used with head: arcmargin"),
         ({"attention": "cbam", "cbam_kernel": 4}, "cbam_kernel must be odd"),
@@ -213,6 +208,21 @@ def _recipe(model: dict, **over) -> dict:
 def test_recipe_refuses_variant_keys_that_would_do_nothing_or_cannot_be_built(model, says):
     with pytest.raises(RecipeError, match=says):
         parse_recipe(_recipe(model))
+
+
+@pytest.mark.parametrize(
+    ("model", "says"),
+    [
+        ({"arch": "efficientnet_b0", "attention": "eca"}, "eca is not available for efficientnet_b0"),
+        ({"arch": "resnet50", "fusion": "multiscale"}, "fusion: multiscale is not available for resnet50"),
+    ],
+)
+def test_plan_refuses_a_variant_the_arch_does_not_offer_before_any_training(model, says):
+    from edgepipe.errors import ModelError
+    from edgepipe.pipeline import plan
+
+    with pytest.raises(ModelError, match=says):
+        plan(parse_recipe(_recipe(model, stages=["finetune"])))
 
 
 def test_checkpoint_model_cfg_of_a_variant_round_trips():
