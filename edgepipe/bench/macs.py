@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
-from onnx import TensorProto, helper, shape_inference
+from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 from edgepipe.errors import BenchInputError
 
@@ -72,6 +73,8 @@ _Y_ZP = {
     "QLinearSoftmax": 4,
     "QLinearConcat": 1,
 }
+# Never evaluated as constants: they turn weights into floats, and int8 detection needs them in the graph.
+_NEVER_FOLD = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Constant"}
 _MAX_ROUNDS = 16
 _KEEP_VALUES_UP_TO = 1024  # elements; bigger initializers are weights, not shape tensors
 
@@ -86,7 +89,8 @@ def count_macs(model: str | Path | onnx.ModelProto, batch: int = 1) -> dict[str,
         raise BenchInputError(f"batch must be a positive int, got {batch!r}; fix: pass batch=1 or larger")
     proto = _load(model)
     _fix_batch(proto, batch)
-    proto, shapes, types = _infer(proto)
+    # Shapes come from a copy whose constant integer chains are folded; nodes are counted on the graph as is.
+    _, shapes, types = _infer(_fold_integer_constants(proto))
     graph = proto.graph
     subgraph = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
     if any(a.type in subgraph for n in graph.node for a in n.attribute):
@@ -198,6 +202,71 @@ def _drop_weight_data(graph: onnx.GraphProto) -> None:
         if math.prod(init.dims) > _KEEP_VALUES_UP_TO:
             for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
                 init.ClearField(field)
+
+
+def _constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """Values of initializers that still hold data (see _drop_weight_data) and of Constant nodes."""
+    values: dict[str, np.ndarray] = {}
+    for init in graph.initializer:
+        external = init.data_location == TensorProto.EXTERNAL
+        if not external and math.prod(init.dims) <= _KEEP_VALUES_UP_TO:
+            values[init.name] = numpy_helper.to_array(init)
+    for node in graph.node:
+        value = next((a.t for a in node.attribute if a.name == "value"), None)
+        if node.op_type == "Constant" and node.output and value is not None:
+            if math.prod(value.dims) <= _KEEP_VALUES_UP_TO:
+                values[node.output[0]] = numpy_helper.to_array(value)
+    return values
+
+
+def _fold_integer_constants(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy in which integer tensors computed from constants alone are initializers.
+
+    Why: ONNX shape inference propagates values only through Shape/Gather/Concat/Slice/arithmetic, not
+    through the ConstantOfShape -> Concat -> Reshape -> Slice -> Transpose -> Cast chain the TorchScript
+    exporter writes for ``F.pad`` (TF-"SAME" padding in EfficientNet-Lite, for one). A Pad fed by such a
+    chain has no output shape, and then neither has anything after it. Only small integer results are kept
+    (pads, shapes, axes): weights and their DequantizeLinear stay, so int8 detection and params are unchanged.
+    """
+    values = _constant_values(proto.graph)
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    graph_outputs = {o.name for o in proto.graph.output}
+    folded: dict[str, np.ndarray] = {}
+    dropped: set[int] = set()
+    for i, node in enumerate(proto.graph.node):
+        ins = [n for n in node.input if n]
+        if (
+            node.op_type in _NEVER_FOLD
+            or node.domain not in ("", "ai.onnx")
+            or not ins
+            or any(n not in values for n in ins)
+            or any(o in graph_outputs for o in node.output)
+            or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+        ):
+            continue
+        try:
+            from onnx.reference import ReferenceEvaluator
+
+            evaluator = ReferenceEvaluator(node, opsets={"": opset} if opset else None)
+            outs = evaluator.run(None, {n: values[n] for n in ins})
+        except Exception:  # noqa: BLE001 - an op the reference runtime cannot evaluate stays a node
+            continue
+        outs = [np.asarray(v) for v in outs]
+        if not all(v.dtype.kind in "iu" and v.size <= _KEEP_VALUES_UP_TO for v in outs):
+            continue
+        for name, v in zip(node.output, outs, strict=False):
+            if name:
+                values[name] = folded[name] = v
+        dropped.add(i)
+    if not folded:
+        return proto
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    keep = [n for i, n in enumerate(out.graph.node) if i not in dropped]
+    del out.graph.node[:]
+    out.graph.node.extend(keep)
+    out.graph.initializer.extend(numpy_helper.from_array(v, name) for name, v in folded.items())
+    return out
 
 
 def _fix_batch(proto: onnx.ModelProto, batch: int) -> None:

@@ -177,3 +177,42 @@ def test_bad_batch_and_symbolic_image_size_are_rejected(tiny: dict[str, Path]) -
     fixed.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
     with pytest.raises(BenchInputError, match="fixed batch of 1"):
         count_macs(fixed, batch=4)
+
+
+class _SamePadStem(nn.Module):
+    """TF-"SAME" padding computed from the input size, as EfficientNet-Lite's stem: the exporter writes the
+    pads as a ConstantOfShape -> Concat -> Reshape -> Slice -> Transpose -> Cast chain that ONNX shape
+    inference cannot see through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, stride=2)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads: list[int] = []
+        for size in (int(x.shape[-1]), int(x.shape[-2])):
+            total = max((-(-size // 2) - 1) * 2 + 3 - size, 0)
+            pads += [total // 2, total - total // 2]
+        x = F.relu(self.conv(F.pad(x, pads)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def test_pad_fed_by_a_constant_chain_is_sized_in_fp32_and_qdq(tmp_path: Path) -> None:
+    import warnings
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer warns that int(x.shape) becomes a constant
+        fp32 = _export(_SamePadStem(), tmp_path / "pad.onnx", 32)
+    ops = {n.op_type for n in onnx.load(str(fp32)).graph.node}
+    assert {"Pad", "ConstantOfShape", "Transpose"} <= ops  # the chain is really there
+    qdq = tmp_path / "pad_qdq.onnx"
+    quantize_static(str(fp32), str(qdq), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
+    # 32 -> pad (0, 1) -> 33 -> k3 s2 -> 16x16; then linear 8 -> 4
+    expected = 8 * 16 * 16 * 27 + 8 * 4
+    for path in (fp32, qdq):
+        result = count_macs(path)
+        assert result["macs"] == expected
+        assert result["nodes"] == len(onnx.load(str(path)).graph.node)  # counted on the graph as given
+    assert count_macs(qdq)["int8_mac_share"] > 0.9
