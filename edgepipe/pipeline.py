@@ -29,6 +29,7 @@ from edgepipe.artifacts import (
     staging_dir,
 )
 from edgepipe.errors import RecipeError, StageError
+from edgepipe.models.registry import refusal
 from edgepipe.recipe import Recipe
 from edgepipe.stages.base import StageContext, StageSpec
 from edgepipe.train import distributed as ddp
@@ -40,8 +41,8 @@ log = logging.getLogger(__name__)
 
 def plan(recipe: Recipe) -> list[str]:
     """The stages this recipe runs, in order. A recipe naming an unknown stage, dropping a stage another
-    needs, or that a stage cannot serve (qat with an arch that has no quantizable twin) fails here, before
-    any stage runs."""
+    needs, or that the model registry cannot serve (qat or a later stage with an arch that has no quantizable
+    twin, width_mult on an arch without it) fails here, before any stage runs."""
     listable = stages.listable()
     listed = recipe.stages if recipe.stages is not None else listable
     for i, name in enumerate(listed):
@@ -51,6 +52,10 @@ def plan(recipe: Recipe) -> list[str]:
             raise RecipeError(
                 f"stages.{i}: {name!r} is not one of {', '.join(repr(n) for n in listable)}; fix: {hint}"
             )
+    m = recipe.model  # what the model registry cannot serve, named before the needs (one line, with the fix)
+    why = refusal(m.arch, tuple(n for n in listed if n in listable), m.width_mult, m.pretrained)
+    if why is not None:
+        raise RecipeError(why)
     selected = [n for n in stages.order() if stages.get(n).always or n in listed]
     produced: set[str] = set()
     for name in selected:

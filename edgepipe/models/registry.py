@@ -82,6 +82,43 @@ def check_variant(arch: str, attention: str | None, fusion: str) -> None:
             )
 
 
+def quantizable() -> list[str]:
+    return [n for n in available() if _REGISTRY[n].build_quantizable is not None]
+
+
+# Every stage after finetune starts from qat's model (export writes qat's INT8 twin beside the FP32 model, ptq
+# quantizes export's FP32 ONNX, bench measures export's files), so a float-only arch serves finetune alone.
+FLOAT_ONLY_STAGES = ("finetune",)
+
+
+def refusal(arch: str, stages: tuple[str, ...], width_mult: float, pretrained: str) -> str | None:
+    """Why the registry cannot serve ``arch`` with these stages and settings (one line with the fix), or None.
+
+    pipeline.plan asks before any stage runs, so no combination fails after finetune has spent its time; an
+    unknown arch is left to get_spec's own error.
+    """
+    spec = _REGISTRY.get(arch)
+    if spec is None:
+        return None
+    if spec.build_quantizable is None:
+        unserved = [s for s in stages if s not in FLOAT_ONLY_STAGES]
+        if unserved:
+            return (
+                f"model.arch {arch} cannot run stages {', '.join(unserved)}: it has no quantizable twin (qat "
+                "trains it; export, ptq and bench start from it); fix: use an arch with one "
+                f"({', '.join(quantizable())}) or set stages: [finetune]"
+            )
+    if width_mult != 1.0 and not spec.supports_width:
+        with_width = ", ".join(n for n in available() if _REGISTRY[n].supports_width)
+        return (
+            f"model.width_mult {width_mult} is not supported by {arch}; fix: remove it (1.0) or use an arch "
+            f"that has it ({with_width})"
+        )
+    if pretrained == "imagenet" and width_mult != 1.0:
+        return "model.pretrained: imagenet needs model.width_mult: 1.0; fix: set width_mult to 1.0"
+    return None
+
+
 def _mnv3(size: str, quantizable: bool) -> Builder:
     def build(num_classes: int, width_mult: float = 1.0, dropout: float = 0.2, variant: Any = None) -> Any:
         if variant is not None and not variant.is_plain:
@@ -92,11 +129,14 @@ def _mnv3(size: str, quantizable: bool) -> Builder:
                 dropout=dropout,
             )
         if quantizable:
-            from torchvision.models import quantization as q
+            # torchvision exports a quantizable builder for large only; its QuantizableMobileNetV3 takes any
+            # configuration, so small is built the way torchvision's own mobilenet_v3_large builds large.
+            from torchvision.models.mobilenetv3 import _mobilenet_v3_conf
+            from torchvision.models.quantization.mobilenetv3 import _mobilenet_v3_model
 
-            fn = getattr(q, f"mobilenet_v3_{size}")
-            return fn(
-                weights=None, quantize=False, num_classes=num_classes, width_mult=width_mult, dropout=dropout
+            setting, last_channel = _mobilenet_v3_conf(f"mobilenet_v3_{size}", width_mult=width_mult)
+            return _mobilenet_v3_model(
+                setting, last_channel, None, False, False, num_classes=num_classes, dropout=dropout
             )
         from torchvision import models
 

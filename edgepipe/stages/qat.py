@@ -8,7 +8,6 @@ from typing import Any
 
 from edgepipe.artifacts import StageResult, atomic_path
 from edgepipe.data.loaders import SplitData
-from edgepipe.errors import RecipeError
 from edgepipe.models.preprocessing import Preprocessing
 from edgepipe.recipe import Recipe
 from edgepipe.stages.base import StageContext, StageSpec, seed_everything
@@ -28,20 +27,6 @@ def config(recipe: Recipe) -> dict[str, Any]:
         "data": recipe.data.model_dump(include={"batch_size", "num_workers", "augment", "sampler"}),
         **ddp.config(),
     }
-
-
-def check(recipe: Recipe) -> None:
-    """An arch without a quantizable twin is refused before finetune spends its time (an unknown arch is left
-    to the registry's own error)."""
-    from edgepipe.models.registry import available, get_spec
-
-    arch = recipe.model.arch
-    if arch in available() and get_spec(arch).build_quantizable is None:
-        twins = ", ".join(n for n in available() if get_spec(n).build_quantizable is not None)
-        raise RecipeError(
-            f"model.arch {arch} has no quantizable twin, which stage qat needs; fix: use an arch with one"
-            f" ({twins}) or set stages: [finetune] (export, ptq and bench need qat's model)"
-        )
 
 
 def trainable_last(recipe: Recipe) -> tuple[int | str, str]:
@@ -158,5 +143,4 @@ STAGE = StageSpec(
     config=config,
     run=run,
     distributed=True,
-    check=check,
 )

@@ -54,10 +54,11 @@ def test_offline_imagenet_error_names_the_file_to_place(monkeypatch, tmp_path):
     assert "mobilenet_v3_large-" in msg and str(tmp_path / "checkpoints") in msg and "\n" not in msg
 
 
-def test_quantizable_twin_loads_float_checkpoint():
-    model, _ = build_model(ModelConfig(width_mult=0.25), 3)
+@pytest.mark.parametrize("arch", ["mobilenet_v3_large", "mobilenet_v3_small"])
+def test_quantizable_twin_loads_float_checkpoint(arch):
+    model, _ = build_model(ModelConfig(arch=arch, width_mult=0.25), 3)
     ckpt = {
-        "model_cfg": ModelConfig(width_mult=0.25).model_dump(),
+        "model_cfg": ModelConfig(arch=arch, width_mult=0.25).model_dump(),
         "num_classes": 3,
         "state_dict": model.state_dict(),
     }
@@ -167,3 +168,32 @@ def test_efficientnet_b0_has_no_quantizable_twin():
     with pytest.raises(ModelError, match="no quantizable twin"):
         build_model(ModelConfig(arch="efficientnet_b0"), 3, quantizable=True)
 
+
+def test_mobilenet_v3_small_twin_is_quantizable_small_and_prepares_for_qat():
+    from torchvision.models.quantization.mobilenetv3 import QuantizableMobileNetV3
+
+    from edgepipe.quant.qat import fake_quant_modules, prepare_qat
+
+    twin, _ = build_model(ModelConfig(arch="mobilenet_v3_small", width_mult=0.25), 3, quantizable=True)
+    assert isinstance(twin, QuantizableMobileNetV3) and len(twin.features) == 13  # small, not large (17)
+    prepared = prepare_qat(twin.train())
+    assert fake_quant_modules(prepared) and prepared(torch.randn(2, 3, 32, 32)).shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    "stages, model, words",
+    [
+        (["finetune", "export"], {"arch": "efficientnet_b0"}, ["efficientnet_b0", "export", "[finetune]"]),
+        (["finetune"], {"arch": "resnet50", "width_mult": 0.5}, ["resnet50", "width_mult", "mobilenet_v3"]),
+        (["finetune"], {"pretrained": "imagenet", "width_mult": 0.5}, ["imagenet", "width_mult: 1.0"]),
+    ],
+)
+def test_plan_refuses_what_the_registry_cannot_serve_in_one_line(stages, model, words):
+    from edgepipe.errors import RecipeError
+    from edgepipe.pipeline import plan
+    from edgepipe.recipe import parse_recipe
+
+    with pytest.raises(RecipeError) as exc:  # before any stage runs
+        plan(parse_recipe({"name": "r", "data": {"root": "photos"}, "model": model, "stages": stages}))
+    msg = str(exc.value)
+    assert all(w in msg for w in words) and "fix:" in msg and "\n" not in msg
