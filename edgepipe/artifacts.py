@@ -2,7 +2,8 @@
 
 A stage writes into a hidden temporary folder; only when it has finished (its manifest.json written) is that
 folder renamed to ``<run>/<stage>``. A killed run therefore never leaves a half-written stage behind, and the
-previous complete result stays in place until the new one is ready.
+previous complete result stays in place until the new one is ready. One build at a time holds a run folder
+(``run_lock``); the hidden folders a killed build left are removed when the next one starts.
 """
 
 from __future__ import annotations
@@ -10,9 +11,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import platform
+import re
 import shutil
+import socket
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,9 +25,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edgepipe.errors import EdgepipeError
+from edgepipe.errors import EdgepipeError, RunFolderBusy
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+LOCK, HOLDER = ".build.lock", ".build.lock.json"
 _VERSIONED = ("edgepipe", "torch", "torchvision", "onnx", "onnxruntime", "openvino", "numpy")
 
 
@@ -116,8 +124,6 @@ def staging_dir(final: Path) -> Iterator[Path]:
     """A fresh hidden folder beside ``final`` that replaces it on success and is removed on failure."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    for stale in final.parent.glob(f".{final.name}.tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -130,3 +136,74 @@ def staging_dir(final: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+_LEFTOVER = re.compile(r"^\..+\.(tmp|old)-(\d+)$")
+
+
+def remove_leftovers(run_dir: Path) -> list[Path]:
+    """Remove the hidden ``.STAGE.tmp-PID`` / ``.STAGE.old-PID`` folders of builds that were killed.
+
+    Only folders of dead processes go (and this process's own, which it is not using: it holds the run
+    lock); a recycled PID keeps its folder until a later build, which is harmless.
+    """
+    removed = []
+    for path in Path(run_dir).iterdir() if Path(run_dir).is_dir() else ():
+        m = _LEFTOVER.match(path.name)
+        if m and path.is_dir() and (int(m.group(2)) == os.getpid() or not _alive(int(m.group(2)))):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    if removed:
+        log.info("removed %d folder(s) left by killed builds in %s", len(removed), run_dir)
+    return removed
+
+
+def _holder(run_dir: Path) -> str:
+    try:
+        h = json.loads((run_dir / HOLDER).read_text())
+        return f"pid {h['pid']} on {h['host']}, started {h['started']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "holder unknown"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir`` for one build: a second build into it is refused in one line naming the holder.
+
+    The lock is the OS's (flock, through filelock): it dies with its process, so a killed build never blocks
+    the next one. Who holds it is written beside it, since filelock's own file is truncated by each opener.
+    """
+    from datetime import datetime, timezone
+
+    from filelock import FileLock, Timeout
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(run_dir / LOCK, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunFolderBusy(
+            f"run folder {run_dir} is in use by another edgepipe build ({_holder(run_dir)}); fix: wait "
+            "for it to finish, or give this build another --out"
+        ) from None
+    try:
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": started, "argv": sys.argv}
+        atomic_write_json(run_dir / HOLDER, holder)
+        remove_leftovers(run_dir)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            (run_dir / HOLDER).unlink()
+        lock.release()

@@ -31,6 +31,12 @@ class RuntimeUnavailable(EdgepipeError):
     exit_code = 6
 
 
+class RunFolderBusy(EdgepipeError):
+    """Another build holds the run folder."""
+
+    exit_code = 9
+
+
 class BenchInputError(EdgepipeError):
     exit_code = 7
 

@@ -10,6 +10,7 @@ lets the other ranks read what it published. They leave once no distributed stag
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import tempfile
@@ -25,6 +26,7 @@ from edgepipe.artifacts import (
     hash_json,
     package_versions,
     read_manifest,
+    run_lock,
     sha256_file,
     staging_dir,
 )
@@ -193,6 +195,20 @@ def _build(
             )
     run_dir = Path(out) / recipe.name
     run_dir.mkdir(parents=True, exist_ok=True)
+    # rank 0 alone holds the run folder: the other ranks of the same torchrun follow its decisions
+    with run_lock(run_dir) if ddp.is_main() else contextlib.nullcontext():
+        return _build_locked(recipe, run_dir, selected, force, from_stage, only, resume)
+
+
+def _build_locked(
+    recipe: Recipe,
+    run_dir: Path,
+    selected: list[str],
+    force: bool,
+    from_stage: str | None,
+    only: str | None,
+    resume: bool,
+) -> dict[str, Any]:
     inputs: dict[str, dict] = {}
     status: dict[str, Any] = {}
     start = selected.index(from_stage) if from_stage else len(selected)

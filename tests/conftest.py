@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +68,17 @@ def tiny_recipe(root: Path, name: str = "tiny", **over) -> dict:
     for k, v in over.items():
         recipe[k] = {**recipe[k], **v} if isinstance(v, dict) else v
     return recipe
+
+
+def hold_run_lock(run_dir: Path) -> subprocess.Popen:
+    """Another process holding ``run_dir`` as a build does, until it is killed."""
+    code = textwrap.dedent(f"""
+        import sys, time
+        from edgepipe.artifacts import run_lock
+        with run_lock({str(run_dir)!r}):
+            print("held", flush=True)
+            time.sleep(120)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc

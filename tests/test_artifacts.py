@@ -1,8 +1,22 @@
 import json
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
-from edgepipe.artifacts import atomic_path, atomic_write_json, hash_json, read_manifest, staging_dir
+from edgepipe.artifacts import (
+    atomic_path,
+    atomic_write_json,
+    hash_json,
+    read_manifest,
+    remove_leftovers,
+    run_lock,
+    staging_dir,
+)
+from edgepipe.errors import RunFolderBusy
+from tests.conftest import hold_run_lock
 
 
 def test_atomic_write_replaces_whole_file(tmp_path):
@@ -43,3 +57,38 @@ def test_an_object_json_cannot_hold_is_a_typed_error(tmp_path):
     with pytest.raises(EdgepipeError, match="cannot write a object to JSON; this is a bug"):
         atomic_write_json(tmp_path / "m.json", {"x": object()})
     assert not (tmp_path / "m.json").exists()
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_second_build_is_refused_naming_the_holder_and_a_killed_holder_blocks_nobody(tmp_path):
+    run_dir = tmp_path / "out" / "r"
+    holder = hold_run_lock(run_dir)
+    try:
+        with pytest.raises(RunFolderBusy) as exc, run_lock(run_dir):
+            pass
+        msg = str(exc.value)
+        assert f"pid {holder.pid}" in msg and "started" in msg and "--out" in msg and "\n" not in msg
+    finally:
+        holder.send_signal(signal.SIGKILL)  # no cleanup runs: the lock file and holder record stay
+        holder.wait()
+    assert (run_dir / ".build.lock.json").exists()
+    with run_lock(run_dir):  # the OS released the dead holder's lock
+        assert json.loads((run_dir / ".build.lock.json").read_text())["pid"] == os.getpid()
+
+
+def test_leftover_staging_folders_of_dead_builds_are_removed_at_the_start(tmp_path):
+    dead, alive = _dead_pid(), os.getppid()
+    for name in (f".finetune.tmp-{dead}", f".qat.old-{dead}", f".ptq.tmp-{alive}", "finetune"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "x.onnx").write_text("partial")
+    (tmp_path / f".notes.tmp-{dead}").write_text("a file, not a stage folder: kept")
+    with run_lock(tmp_path):
+        pass
+    left = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".build.lock"))
+    assert left == [f".notes.tmp-{dead}", f".ptq.tmp-{alive}", "finetune"]
+    assert remove_leftovers(tmp_path) == []

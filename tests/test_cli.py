@@ -6,6 +6,7 @@ from typer.testing import CliRunner
 
 from edgepipe import __version__
 from edgepipe.cli import app
+from tests.conftest import hold_run_lock
 
 runner = CliRunner()
 
@@ -61,3 +62,15 @@ def test_bench_rejects_a_file_that_is_not_a_model(tmp_path):
     bad.write_text("hello")
     res = runner.invoke(app, ["bench", str(bad)])
     assert res.exit_code == 7 and "not an ONNX model" in res.output
+
+
+def test_build_into_a_run_folder_another_build_holds_is_refused_in_one_line(tmp_path, imagefolder):
+    holder = hold_run_lock(tmp_path / "out" / "r")
+    try:
+        res = _build(tmp_path, {"name": "r", "data": {"root": str(imagefolder)}, "stages": ["finetune"]})
+    finally:
+        holder.kill()
+        holder.wait()
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 9 and len(lines) == 1
+    assert f"pid {holder.pid}" in lines[0] and "fix: wait" in lines[0]
