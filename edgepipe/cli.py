@@ -1,12 +1,15 @@
 """The typer app: parses arguments, sets up logging, calls the library. No pipeline logic here.
 
-Every EdgepipeError becomes one line on stderr and its exit code; never a traceback.
+Every EdgepipeError becomes one line on stderr and its exit code; never a traceback. Any other exception (a
+bug, or an input nothing checks) becomes one line naming the file that holds its traceback, and exit 70.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Annotated
 
@@ -47,6 +50,37 @@ def _setup_logging(verbose: bool) -> None:
 def _fail(exc: EdgepipeError) -> None:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(exc.exit_code)
+
+
+UNEXPECTED_EXIT = 70  # EX_SOFTWARE
+ERROR_LOG = "edgepipe-error.log"
+
+
+def _error_log_paths(run_dir: Path | None) -> list[Path]:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgepipe" / "last-error.log"
+    return ([run_dir / ERROR_LOG] if run_dir is not None else []) + [cache]
+
+
+def _crash(exc: Exception, run_dir: Path | None = None) -> None:
+    """One line naming the log that holds the traceback: beside the run when there is one, else the cache."""
+    text = f"edgepipe {__version__}: {' '.join(sys.argv)}\n" + "".join(traceback.format_exception(exc))
+    where = None
+    for path in _error_log_paths(run_dir):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            where = path
+            break
+        except OSError:
+            continue
+    first = (str(exc).strip().splitlines() or [""])[0][:200]
+    saved = f"traceback in {where}" if where else "the traceback could not be written; rerun with -v"
+    typer.echo(
+        f"error: unexpected {type(exc).__name__}: {first} (an edgepipe bug, or an input it does not check); "
+        f"{saved}; fix: report it with that file",
+        err=True,
+    )
+    raise typer.Exit(UNEXPECTED_EXIT)
 
 
 def _version(value: bool) -> None:
@@ -92,11 +126,13 @@ def build(
 
     Under torchrun (torchrun --nproc_per_node=N -m edgepipe build RECIPE) finetune and qat train with DDP."""
     _setup_logging(verbose)
+    run_dir = None
     try:
         from edgepipe.pipeline import build as run_build
         from edgepipe.recipe import load_recipe
 
         r = load_recipe(recipe)
+        run_dir = out / r.name
         if from_stage and only:
             raise EdgepipeError("--from and --only exclude each other; fix: give one of them")
         status = run_build(r, out, force=force, from_stage=from_stage, only=only, resume=resume)
@@ -109,6 +145,8 @@ def build(
             err=True,
         )
         raise typer.Exit(130) from None
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback reaches a user
+        _crash(exc, run_dir if run_dir is not None and run_dir.is_dir() else None)
     from edgepipe.train.distributed import is_main
 
     if not is_main():
@@ -211,6 +249,8 @@ def bench(
         gates.enforce(result.gates)
     except EdgepipeError as exc:
         _fail(exc)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback reaches a user
+        _crash(exc)
 
 
 @app.command()

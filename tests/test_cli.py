@@ -74,3 +74,34 @@ def test_build_into_a_run_folder_another_build_holds_is_refused_in_one_line(tmp_
     lines = res.output.strip().splitlines()
     assert res.exit_code == 9 and len(lines) == 1
     assert f"pid {holder.pid}" in lines[0] and "fix: wait" in lines[0]
+
+
+def test_an_unexpected_exception_is_one_line_naming_the_log_with_its_traceback(tmp_path, imagefolder,
+                                                                               monkeypatch):
+    import edgepipe.pipeline
+
+    def boom(*args, **kwargs):
+        raise KeyError("no such tensor\nsecond line")
+
+    monkeypatch.setattr(edgepipe.pipeline, "build", boom)
+    (tmp_path / "out" / "r").mkdir(parents=True)
+    res = _build(tmp_path, {"name": "r", "data": {"root": str(imagefolder)}, "stages": ["finetune"]})
+    log = tmp_path / "out" / "r" / "edgepipe-error.log"
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 70 and len(lines) == 1 and "Traceback" not in res.output
+    assert lines[0].startswith("error: unexpected KeyError: 'no such tensor") and str(log) in lines[0]
+    assert "Traceback (most recent call last)" in log.read_text() and "in boom" in log.read_text()
+
+
+def test_an_unexpected_exception_without_a_run_folder_logs_to_the_cache(tmp_path, monkeypatch):
+    import edgepipe.recipe
+
+    def boom(*args, **kwargs):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(edgepipe.recipe, "load_recipe", boom)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    res = _build(tmp_path, {"name": "r"})
+    log = tmp_path / "cache" / "edgepipe" / "last-error.log"
+    assert res.exit_code == 70 and res.output.strip().count("\n") == 0 and str(log) in res.output
+    assert "ZeroDivisionError: division by zero" in log.read_text()
