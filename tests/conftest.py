@@ -82,3 +82,48 @@ def hold_run_lock(run_dir: Path) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     return proc
+
+
+def export_onnx(model, path: Path, shape: tuple[int, ...] = (1, 3, 32, 32), dynamic: bool = True) -> Path:
+    """A float torch model to ONNX as the tests need it: opset 17, ``input`` -> ``logits``, dynamic batch."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript exporter deprecation; tracer warnings on int(shape)
+        torch.onnx.export(
+            model.eval(),
+            (torch.zeros(*shape),),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic else None,
+        )
+    return path
+
+
+def ort_quantize(fp32: Path, out: Path, fmt: str = "qdq", shape: tuple[int, ...] = (1, 3, 32, 32)) -> Path:
+    """ONNX Runtime static quantization (per-channel, U8 activations x S8 weights) calibrated on a few seeded
+    random inputs: ranges enough for graph-level tests, and fast."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    rng = np.random.default_rng(0)
+    batches = iter([{"input": rng.standard_normal(shape, dtype=np.float32)} for _ in range(4)])
+
+    class Reader(CalibrationDataReader):
+        def get_next(self) -> dict | None:
+            return next(batches, None)
+
+    quantize_static(
+        str(fp32),
+        str(out),
+        Reader(),
+        quant_format={"qdq": QuantFormat.QDQ, "qop": QuantFormat.QOperator}[fmt],
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    return out

@@ -1,6 +1,11 @@
-"""The whole pipeline on tiny generated data: report, caching, and partial reruns."""
+"""The whole pipeline on tiny generated data: report, caching, and partial reruns.
+
+One build serves the file; a test that builds again does so on its own copy of the run folder, so no test
+sees another's reruns and any order (or any single test) passes.
+"""
 
 import json
+import shutil
 
 import pytest
 import yaml
@@ -24,6 +29,14 @@ def run(tmp_path_factory):
     out = tmp / "artifacts"
     status = build(load_recipe(recipe_path), out)
     return {"tmp": tmp, "recipe": recipe_path, "out": out, "status": status, "data": data}
+
+
+@pytest.fixture
+def own_run(run, tmp_path):
+    """The built run copied for one test: what it reruns stays in its copy."""
+    out = tmp_path / "artifacts"
+    shutil.copytree(run["out"], out)
+    return {**run, "tmp": tmp_path, "out": out}
 
 
 def test_every_stage_writes_a_manifest_and_the_run_a_report(run):
@@ -65,12 +78,14 @@ def test_every_stage_writes_a_manifest_and_the_run_a_report(run):
     assert rows[("fp32", "onnxruntime")]["top1"] > 60
 
 
-def test_second_build_skips_every_stage(run):
+def test_second_build_skips_every_stage(own_run):
+    run = own_run
     status = build(load_recipe(run["recipe"]), run["out"])
     assert all(s["cached"] for s in status.values())
 
 
-def test_only_and_from_rerun_what_they_name(run):
+def test_only_and_from_rerun_what_they_name(own_run):
+    run = own_run
     status = build(load_recipe(run["recipe"]), run["out"], only="ptq")
     assert [n for n, s in status.items() if not s["cached"]] == ["ptq"] and "bench" not in status
     status = build(load_recipe(run["recipe"]), run["out"], only="bench")
@@ -79,7 +94,8 @@ def test_only_and_from_rerun_what_they_name(run):
     assert [n for n, s in status.items() if not s["cached"]] == ["ptq", "bench"]
 
 
-def test_changing_a_qat_value_reruns_qat_export_and_bench_only(run):
+def test_changing_a_qat_value_reruns_qat_export_and_bench_only(own_run):
+    run = own_run
     recipe = yaml.safe_load(run["recipe"].read_text())
     recipe["qat"]["lr"] = 0.0002
     changed = run["tmp"] / "changed.yaml"

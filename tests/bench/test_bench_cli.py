@@ -9,14 +9,13 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from torch import nn
 from typer.testing import CliRunner
 
 from edgepipe.bench.memory import PeakMemory
 from edgepipe.cli import app
 from edgepipe.quant.export import set_metadata
-from tests.conftest import make_imagefolder
+from tests.conftest import export_onnx, make_imagefolder, ort_quantize
 
 runner = CliRunner()
 FAST = ["--warmup", "1", "--min-iters", "3", "--min-seconds", "0", "--threads", "1"]
@@ -43,11 +42,7 @@ class TinyCNN(nn.Module):
 def export(path: Path, meta: dict | None = None, channels_last: bool = False, dynamic: bool = True) -> Path:
     torch.manual_seed(0)
     shape = (1, 32, 32, 3) if channels_last else (1, 3, 32, 32)
-    torch.onnx.export(
-        TinyCNN(channels_last).eval(), (torch.zeros(*shape),), str(path), dynamo=False, opset_version=17,
-        input_names=["input"], output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}} if dynamic else None,
-    )  # fmt: skip
+    export_onnx(TinyCNN(channels_last), path, shape, dynamic)
     if meta is not None:
         proto = onnx.load(str(path))
         set_metadata(proto, meta)
@@ -55,23 +50,12 @@ def export(path: Path, meta: dict | None = None, channels_last: bool = False, dy
     return path
 
 
-class _Reader(CalibrationDataReader):
-    def __init__(self) -> None:
-        rng = np.random.default_rng(0)
-        self._it = iter([{"input": rng.standard_normal((1, 3, 32, 32), dtype=np.float32)} for _ in range(4)])
-
-    def get_next(self):
-        return next(self._it, None)
-
-
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("zoo")
     meta = {"classes": CLASSES, "preprocessing": PRE}
     z = {"fp32": export(root / "fp32.onnx", meta), "photos": make_imagefolder(root / "photos", 3, 8, 32)}
-    z["int8"] = root / "int8.onnx"
-    quantize_static(str(z["fp32"]), str(z["int8"]), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)  # fmt: skip
+    z["int8"] = ort_quantize(z["fp32"], root / "int8.onnx")
     z["foreign"] = export(root / "foreign.onnx")
     from edgepipe.runtimes.openvino import convert_to_ir
 

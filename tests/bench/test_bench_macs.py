@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from torch import nn
 
 from edgepipe.bench.macs import count_macs, thop_macs
 from edgepipe.errors import BenchInputError
+from tests.conftest import export_onnx, ort_quantize
 
 # Hand count at 1x3x32x32 (bias adds are not MACs):
 #   conv 3->8 k3:        8*32*32 * 3*3*3 = 221184
@@ -40,47 +39,13 @@ class Tiny(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-def _export(model: nn.Module, path: Path, size: int) -> Path:
-    torch.onnx.export(
-        model.eval(),
-        (torch.zeros(1, 3, size, size),),
-        str(path),
-        dynamo=False,
-        opset_version=17,
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-    )
-    return path
-
-
-class _Reader(CalibrationDataReader):
-    """A few random inputs: enough for calibration ranges, and fast."""
-
-    def __init__(self) -> None:
-        rng = np.random.default_rng(0)
-        self._it = iter([{"input": rng.standard_normal((1, 3, 32, 32), dtype=np.float32)} for _ in range(3)])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._it, None)
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("tiny")
-    paths = {"fp32": _export(Tiny(), root / "fp32.onnx", 32)}
-    for name, fmt in (("qdq", QuantFormat.QDQ), ("qop", QuantFormat.QOperator)):
-        paths[name] = root / f"{name}.onnx"
-        quantize_static(
-            str(paths["fp32"]),
-            str(paths[name]),
-            _Reader(),
-            quant_format=fmt,
-            per_channel=True,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-        )
+    paths = {"fp32": export_onnx(Tiny(), root / "fp32.onnx")}
+    for fmt in ("qdq", "qop"):
+        paths[fmt] = ort_quantize(paths["fp32"], root / f"{fmt}.onnx", fmt)
     return paths
 
 
@@ -151,7 +116,7 @@ def test_torchvision_models_match_published_gmacs(tmp_path: Path, arch: str, wei
 
     reference = getattr(torchvision.models, weights).IMAGENET1K_V1.meta["_ops"]  # GMACs: 1.814 / 0.301
     model = getattr(torchvision.models, arch)(weights=None)
-    result = count_macs(_export(model, tmp_path / f"{arch}.onnx", 224))
+    result = count_macs(export_onnx(model, tmp_path / f"{arch}.onnx", (1, 3, 224, 224)))
     assert result["gmacs"] == pytest.approx(reference, rel=0.02)
     # BN is folded into conv biases on export: params differ from torch only by those per-channel terms.
     assert result["params"] == pytest.approx(sum(p.numel() for p in model.parameters()), rel=0.01)
@@ -199,16 +164,11 @@ class _SamePadStem(nn.Module):
 
 
 def test_pad_fed_by_a_constant_chain_is_sized_in_fp32_and_qdq(tmp_path: Path) -> None:
-    import warnings
-
     torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the tracer warns that int(x.shape) becomes a constant
-        fp32 = _export(_SamePadStem(), tmp_path / "pad.onnx", 32)
+    fp32 = export_onnx(_SamePadStem(), tmp_path / "pad.onnx")
     ops = {n.op_type for n in onnx.load(str(fp32)).graph.node}
     assert {"Pad", "ConstantOfShape", "Transpose"} <= ops  # the chain is really there
-    qdq = tmp_path / "pad_qdq.onnx"
-    quantize_static(str(fp32), str(qdq), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
+    qdq = ort_quantize(fp32, tmp_path / "pad_qdq.onnx")
     # 32 -> pad (0, 1) -> 33 -> k3 s2 -> 16x16; then linear 8 -> 4
     expected = 8 * 16 * 16 * 27 + 8 * 4
     for path in (fp32, qdq):

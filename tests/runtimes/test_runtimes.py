@@ -7,6 +7,7 @@ import pytest
 
 from edgepipe.errors import BenchInputError
 from edgepipe.runtimes import get_runtime
+from tests.conftest import export_onnx, ort_quantize
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
@@ -30,37 +31,10 @@ def _tiny_cnn():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(module, fp32 onnx path, QDQ int8 onnx path), built once for the whole file."""
-    import warnings
-
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
-
     d = tmp_path_factory.mktemp("tiny")
-    model, path = _tiny_cnn(), d / "tiny.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (torch.randn(1, 3, 32, 32),),
-            str(path),
-            dynamo=False,
-            opset_version=17,
-            input_names=["input"],
-            output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-        )
-
-    rng = np.random.default_rng(0)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter([{"input": rng.random((1, 3, 32, 32), dtype=np.float32)} for _ in range(4)])
-
-        def get_next(self):
-            return next(self.it, None)
-
-    qpath = d / "tiny_qdq.onnx"
-    quantize_static(str(path), str(qpath), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
-    return model, path, qpath
+    model = _tiny_cnn()
+    path = export_onnx(model, d / "tiny.onnx")
+    return model, path, ort_quantize(path, d / "tiny_qdq.onnx")
 
 
 def _ref(model, x: np.ndarray) -> np.ndarray:
