@@ -63,6 +63,10 @@ def _error_log_paths(run_dir: Path | None) -> list[Path]:
 
 def _crash(exc: Exception, run_dir: Path | None = None) -> None:
     """One line naming the log that holds the traceback: beside the run when there is one, else the cache."""
+    import click
+
+    if isinstance(exc, click.exceptions.Exit | click.exceptions.ClickException | click.exceptions.Abort):
+        raise exc  # typer's own exits and usage errors keep their meaning
     text = f"edgepipe {__version__}: {' '.join(sys.argv)}\n" + "".join(traceback.format_exception(exc))
     where = None
     for path in _error_log_paths(run_dir):
@@ -330,6 +334,8 @@ def predict(
             )
     except EdgepipeError as exc:
         _fail(exc)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback reaches a user
+        _crash(exc)
 
 
 @app.command()
@@ -356,6 +362,8 @@ def explain(
         result = explain_images(model, images, out, method, target_layer)
     except EdgepipeError as exc:
         _fail(exc)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback reaches a user
+        _crash(exc)
     skipped = f"; {len(result.skipped)} unreadable input(s) skipped" if result.skipped else ""
     typer.echo(
         f"{len(result.overlays)} overlay(s), {method} at {result.layer} ({result.model.kind} model); "
