@@ -15,6 +15,18 @@ pytestmark = pytest.mark.slow
 ALL_STAGES = ["finetune", "qat", "export", "ptq", "bench"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread for torch (and the recipe's runtimes): these toy graphs gain nothing from two, and
+    on a shared, loaded CPU two threads wait on each other at every op (measured: 250x slower per step)."""
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     return make_imagefolder(tmp_path_factory.mktemp("archs") / "photos", classes=3, per_class=6, size=32)
@@ -37,7 +49,7 @@ def _recipe(arch: str, photos, stages: list[str]) -> dict:
         # random init, one batch of training: agreement is recorded here, not gated (other tests gate it)
         export={"min_agreement": 0.0, "openvino": False},
         ptq={"calibration_images": 4},
-        bench={"warmup": 1, "min_iters": 2, "min_seconds": 0.0, "runtimes": ["onnxruntime"]},
+        bench={"threads": 1, "warmup": 1, "min_iters": 2, "min_seconds": 0.0, "runtimes": ["onnxruntime"]},
     )
 
 
