@@ -152,19 +152,23 @@ _LEFTOVER = re.compile(r"^\..+\.(tmp|old)-(\d+)$")
 
 
 def remove_leftovers(run_dir: Path) -> list[Path]:
-    """Remove the hidden ``.STAGE.tmp-PID`` / ``.STAGE.old-PID`` folders of builds that were killed.
+    """Remove what killed builds left in a run folder: ``.STAGE.tmp-PID`` / ``.STAGE.old-PID`` folders
+    (staging_dir) and ``.FILE.tmp-PID`` files (atomic_path).
 
-    Only folders of dead processes go (and this process's own, which it is not using: it holds the run
-    lock); a recycled PID keeps its folder until a later build, which is harmless.
+    Only those of dead processes go (and this process's own, which it is not using: it holds the run lock);
+    a recycled PID keeps its leftovers until a later build, which is harmless.
     """
     removed = []
     for path in Path(run_dir).iterdir() if Path(run_dir).is_dir() else ():
         m = _LEFTOVER.match(path.name)
-        if m and path.is_dir() and (int(m.group(2)) == os.getpid() or not _alive(int(m.group(2)))):
-            shutil.rmtree(path, ignore_errors=True)
+        if m and (int(m.group(2)) == os.getpid() or not _alive(int(m.group(2)))):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
             removed.append(path)
     if removed:
-        log.info("removed %d folder(s) left by killed builds in %s", len(removed), run_dir)
+        log.info("removed %d leftover(s) of killed builds in %s", len(removed), run_dir)
     return removed
 
 

@@ -81,14 +81,15 @@ def test_second_build_is_refused_naming_the_holder_and_a_killed_holder_blocks_no
         assert json.loads((run_dir / ".build.lock.json").read_text())["pid"] == os.getpid()
 
 
-def test_leftover_staging_folders_of_dead_builds_are_removed_at_the_start(tmp_path):
+def test_leftovers_of_dead_builds_are_removed_at_the_start_and_live_ones_kept(tmp_path):
     dead, alive = _dead_pid(), os.getppid()
     for name in (f".finetune.tmp-{dead}", f".qat.old-{dead}", f".ptq.tmp-{alive}", "finetune"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "x.onnx").write_text("partial")
-    (tmp_path / f".notes.tmp-{dead}").write_text("a file, not a stage folder: kept")
+    (tmp_path / f".report.md.tmp-{dead}").write_text("half a file (atomic_path)")
+    (tmp_path / f".report.json.tmp-{alive}").write_text("another build's file, in the writing")
     with run_lock(tmp_path):
         pass
     left = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".build.lock"))
-    assert left == [f".notes.tmp-{dead}", f".ptq.tmp-{alive}", "finetune"]
+    assert left == [f".ptq.tmp-{alive}", f".report.json.tmp-{alive}", "finetune"]
     assert remove_leftovers(tmp_path) == []
