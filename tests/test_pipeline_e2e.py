@@ -79,26 +79,23 @@ def test_every_stage_writes_a_manifest_and_the_run_a_report(run):
 
 
 def test_second_build_skips_every_stage(own_run):
-    run = own_run
-    status = build(load_recipe(run["recipe"]), run["out"])
+    status = build(load_recipe(own_run["recipe"]), own_run["out"])
     assert all(s["cached"] for s in status.values())
 
 
 def test_only_and_from_rerun_what_they_name(own_run):
-    run = own_run
-    status = build(load_recipe(run["recipe"]), run["out"], only="ptq")
+    status = build(load_recipe(own_run["recipe"]), own_run["out"], only="ptq")
     assert [n for n, s in status.items() if not s["cached"]] == ["ptq"] and "bench" not in status
-    status = build(load_recipe(run["recipe"]), run["out"], only="bench")
+    status = build(load_recipe(own_run["recipe"]), own_run["out"], only="bench")
     assert [n for n, s in status.items() if not s["cached"]] == ["bench"]
-    status = build(load_recipe(run["recipe"]), run["out"], from_stage="ptq")
+    status = build(load_recipe(own_run["recipe"]), own_run["out"], from_stage="ptq")
     assert [n for n, s in status.items() if not s["cached"]] == ["ptq", "bench"]
 
 
 def test_changing_a_qat_value_reruns_qat_export_and_bench_only(own_run):
-    run = own_run
-    recipe = yaml.safe_load(run["recipe"].read_text())
+    recipe = yaml.safe_load(own_run["recipe"].read_text())
     recipe["qat"]["lr"] = 0.0002
-    changed = run["tmp"] / "changed.yaml"
+    changed = own_run["tmp"] / "changed.yaml"
     changed.write_text(yaml.safe_dump(recipe))
-    status = build(load_recipe(changed), run["out"])
+    status = build(load_recipe(changed), own_run["out"])
     assert [n for n, s in status.items() if not s["cached"]] == ["qat", "export", "bench"]

@@ -217,7 +217,7 @@ def _efficientnet_b0(num_classes: int, dropout: float = 0.2) -> Any:
 
 
 # Float only: torchvision ships no quantizable EfficientNet (no fuse_model, no quant stubs), so
-# a recipe with the qat stage is refused by its check (stages/qat.py) before finetune spends any time.
+# a recipe listing qat or a later stage is refused by pipeline.plan (refusal above) before any stage runs.
 register(
     ModelSpec(
         name="efficientnet_b0",
