@@ -1,5 +1,5 @@
-"""Every registry arch through every stage it serves (ptq and bench included), or refused when its recipe is
-read: the README's promise, at toy sizes (32 px, a few images, one batch per epoch, ONNX Runtime only)."""
+"""Every registry arch through every stage it serves (ptq and bench included), or refused before any stage
+runs: the README's promise, at toy sizes (32 px, a few images, one batch per epoch, ONNX Runtime only)."""
 
 import json
 
@@ -7,7 +7,7 @@ import pytest
 
 from edgepipe.errors import RecipeError
 from edgepipe.models.registry import FLOAT_ONLY_STAGES, available, get_spec
-from edgepipe.pipeline import build
+from edgepipe.pipeline import build, plan
 from edgepipe.recipe import parse_recipe
 from tests.conftest import make_imagefolder, tiny_recipe
 
@@ -54,10 +54,10 @@ def _recipe(arch: str, photos, stages: list[str]) -> dict:
 
 
 @pytest.mark.parametrize("arch", available())
-def test_arch_runs_every_stage_it_serves_or_is_refused_when_read(arch, photos, tmp_path):
+def test_arch_runs_every_stage_it_serves_or_is_refused_before_any_runs(arch, photos, tmp_path):
     if get_spec(arch).build_quantizable is None:
         with pytest.raises(RecipeError) as exc:
-            parse_recipe(_recipe(arch, photos, ALL_STAGES))
+            plan(parse_recipe(_recipe(arch, photos, ALL_STAGES)))
         msg = str(exc.value)
         assert arch in msg and "fix:" in msg and "\n" not in msg
         stages = list(FLOAT_ONLY_STAGES)
