@@ -55,7 +55,8 @@ def plan(recipe: Recipe) -> list[str]:
                 f"stages.{i}: {name!r} is not one of {', '.join(repr(n) for n in listable)}; fix: {hint}"
             )
     m = recipe.model  # what the model registry cannot serve, named before the needs (one line, with the fix)
-    why = refusal(m.arch, tuple(n for n in listed if n in listable), m.width_mult, m.pretrained)
+    listed_known = tuple(n for n in listed if n in listable)
+    why = refusal(m.arch, listed_known, m.width_mult, m.pretrained, m.attention, m.fusion)
     if why is not None:
         raise RecipeError(why)
     selected = [n for n in stages.order() if stages.get(n).always or n in listed]

@@ -64,24 +64,6 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def check_variant(arch: str, attention: str | None, fusion: str) -> None:
-    """An attention or fusion the arch does not offer is refused before any training (the finetune stage's
-    check); an unknown arch is left to get_spec's own error when the model is built."""
-    if arch not in _REGISTRY:
-        return
-    spec = _REGISTRY[arch]
-    for key, value, allowed, unset in (
-        ("attention", attention, spec.attentions, None),
-        ("fusion", fusion, spec.fusions, "none"),
-    ):
-        if value != unset and value not in allowed:
-            archs = [n for n in available() if value in getattr(_REGISTRY[n], f"{key}s")]
-            raise ModelError(
-                f"model.{key}: {value} is not available for {arch}; fix: remove {key}, or use "
-                f"an arch that has it ({', '.join(archs)})"
-            )
-
-
 def quantizable() -> list[str]:
     return [n for n in available() if _REGISTRY[n].build_quantizable is not None]
 
@@ -91,7 +73,14 @@ def quantizable() -> list[str]:
 FLOAT_ONLY_STAGES = ("finetune",)
 
 
-def refusal(arch: str, stages: tuple[str, ...], width_mult: float, pretrained: str) -> str | None:
+def refusal(
+    arch: str,
+    stages: tuple[str, ...],
+    width_mult: float,
+    pretrained: str,
+    attention: str | None = None,
+    fusion: str = "none",
+) -> str | None:
     """Why the registry cannot serve ``arch`` with these stages and settings (one line with the fix), or None.
 
     pipeline.plan asks before any stage runs, so no combination fails after finetune has spent its time; an
@@ -116,6 +105,16 @@ def refusal(arch: str, stages: tuple[str, ...], width_mult: float, pretrained: s
         )
     if pretrained == "imagenet" and width_mult != 1.0:
         return "model.pretrained: imagenet needs model.width_mult: 1.0; fix: set width_mult to 1.0"
+    for key, value, allowed, unset in (
+        ("attention", attention, spec.attentions, None),
+        ("fusion", fusion, spec.fusions, "none"),
+    ):
+        if value != unset and value not in allowed:
+            archs = [n for n in available() if value in getattr(_REGISTRY[n], f"{key}s")]
+            return (
+                f"model.{key}: {value} is not available for {arch}; fix: remove {key}, or use "
+                f"an arch that has it ({', '.join(archs)})"
+            )
     return None
 
 

@@ -8,7 +8,6 @@ from typing import Any
 from edgepipe.artifacts import StageResult, atomic_path
 from edgepipe.data.loaders import SplitData
 from edgepipe.models.preprocessing import Preprocessing
-from edgepipe.models.registry import check_variant
 from edgepipe.recipe import Recipe
 from edgepipe.stages.base import StageContext, StageSpec, seed_everything
 from edgepipe.train import distributed as ddp
@@ -86,5 +85,4 @@ STAGE = StageSpec(
     config=config,
     run=run,
     distributed=True,
-    check=lambda recipe: check_variant(recipe.model.arch, recipe.model.attention, recipe.model.fusion),
 )

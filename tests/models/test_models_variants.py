@@ -218,10 +218,9 @@ def test_recipe_refuses_variant_keys_that_would_do_nothing_or_cannot_be_built(mo
     ],
 )
 def test_plan_refuses_a_variant_the_arch_does_not_offer_before_any_training(model, says):
-    from edgepipe.errors import ModelError
     from edgepipe.pipeline import plan
 
-    with pytest.raises(ModelError, match=says):
+    with pytest.raises(RecipeError, match=says):
         plan(parse_recipe(_recipe(model, stages=["finetune"])))
 
 
