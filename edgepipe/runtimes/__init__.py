@@ -31,4 +31,19 @@ def get_runtime(name: str, model_path: Any, **options: Any) -> Runtime:
     return cls(model_path, **options)
 
 
-__all__ = ["RUNTIME_NAMES", "Runtime", "get_runtime"]
+def float_modes(runtime: str) -> list[tuple[str, dict[str, Any]]]:
+    """(label, options) for each float mode ``runtime`` runs natively on this machine: the candidates for
+    its float baseline, the fastest of which an INT8 speed-up must be measured against.
+
+    ONNX Runtime's CPU provider has f32 kernels only on x86 (its fp16 kernels are ARM-only), so f32 is its
+    one float mode; OpenVINO adds bf16 (AVX512_BF16/AMX) or f16 where the device reports them."""
+    if runtime not in _RUNTIMES:
+        raise BenchInputError(f"unknown runtime '{runtime}'; fix: use one of {', '.join(RUNTIME_NAMES)}")
+    if runtime == "openvino":
+        from edgepipe.runtimes.openvino import native_float_precisions
+
+        return [(p, {"precision": p}) for p in native_float_precisions()]
+    return [("f32", {})]
+
+
+__all__ = ["RUNTIME_NAMES", "Runtime", "float_modes", "get_runtime"]
