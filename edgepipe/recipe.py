@@ -363,8 +363,20 @@ class ExportConfig(_Strict):
 
 
 class PtqConfig(_Strict):
+    method: Literal["ort", "nncf"] = Field(
+        default="ort", description="ort: onnxruntime quantize_static; nncf: nncf.quantize (pip extra nncf)"
+    )
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
     calibration_images: int = Field(default=256, ge=1)
+
+    @model_validator(mode="after")
+    def _calibration_is_ort_only(self) -> PtqConfig:
+        if self.method == "nncf" and "calibration" in self.model_fields_set:
+            raise ValueError(
+                "calibration is an ONNX Runtime option; NNCF calibrates with its own statistics; "
+                "fix: remove ptq.calibration or set ptq.method: ort"
+            )
+        return self
 
 
 # --fail-if metrics that only the `edgepipe bench` command measures, and why

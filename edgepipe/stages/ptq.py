@@ -1,5 +1,6 @@
-"""ptq: ONNX Runtime static post-training quantization of the FP32 ONNX (QDQ, per-channel): the baseline
-every report shows beside our QAT model, so users see what QAT buys."""
+"""ptq: post-training quantization of the FP32 ONNX, the baseline every report shows beside our QAT model so
+users see what QAT buys: ONNX Runtime's static quantization (QDQ, per-channel; ``ptq.method: ort``) or NNCF's
+(``ptq.method: nncf``: a QDQ ONNX for ONNX Runtime and an IR for OpenVINO, each from NNCF's own backend)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ log = logging.getLogger(__name__)
 
 
 def config(recipe: Recipe) -> dict[str, Any]:
-    return {"seed": recipe.seed, "ptq": recipe.ptq.model_dump()}
+    nncf_ir = {"openvino": recipe.export.openvino} if recipe.ptq.method == "nncf" else {}
+    ptq = recipe.ptq.model_dump(exclude={"calibration"} if recipe.ptq.method == "nncf" else set())
+    return {"seed": recipe.seed, "ptq": ptq, **nncf_ir}
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -36,32 +39,29 @@ def run(ctx: StageContext) -> StageResult:
     ds = Subset(data.dataset("train"), idx)
     x = np.stack([ds[i][0].numpy() for i in range(len(ds))]).astype(np.float32)
     out = ctx.out_dir / "ptq_int8.onnx"
-    ort_static_quantize(
-        fp32,
-        out,
-        x,
-        cfg.calibration,
-        {
-            **meta,
-            "precision": "int8-ptq",
-            "quantization": {
-                "tool": "onnxruntime.quantize_static",
-                "calibration": cfg.calibration,
-                "images": len(idx),
-            },
-        },
-    )
+    outputs = {"onnx_ptq": out.name, "calibration_indices": "calibration_indices.json"}
+    if cfg.method == "nncf":
+        from edgepipe.quant.nncf_ptq import nncf_quantize_ir, nncf_quantize_onnx
+
+        quant = {"tool": "nncf.quantize", "images": len(idx)}
+        nncf_quantize_onnx(fp32, out, x, {**meta, "precision": "int8-ptq", "quantization": quant})
+        if r.export.openvino:
+            xml = nncf_quantize_ir(fp32, ctx.out_dir / "ptq_int8.xml", x)
+            outputs.update({"ir_ptq": xml.name, "ir_ptq_bin": xml.with_suffix(".bin").name})
+    else:
+        quant = {"tool": "onnxruntime.quantize_static", "calibration": cfg.calibration, "images": len(idx)}
+        ort_static_quantize(
+            fp32, out, x, cfg.calibration, {**meta, "precision": "int8-ptq", "quantization": quant}
+        )
     (ctx.out_dir / "calibration_indices.json").write_text(str(idx))
-    return StageResult(
-        outputs={"onnx_ptq": out.name, "calibration_indices": "calibration_indices.json"},
-        metrics={"calibration": cfg.calibration, "calibration_images": len(idx)},
-    )
+    metrics = {"method": cfg.method, **quant, "calibration_images": len(idx)}
+    return StageResult(outputs=outputs, metrics=metrics)
 
 
 STAGE = StageSpec(
     name="ptq",
     needs=("split", "onnx_fp32"),
-    outputs=("onnx_ptq", "calibration_indices"),
+    outputs=("onnx_ptq", "calibration_indices", "ir_ptq", "ir_ptq_bin"),
     config=config,
     run=run,
 )
