@@ -360,6 +360,10 @@ class ExportConfig(_Strict):
     opset: int = Field(default=17, ge=13, le=21)
     min_agreement: float = Field(default=0.99, ge=0, le=1, description="ORT vs torch top-1 agreement")
     openvino: bool = True
+    openvino_qdq: Literal["onnxruntime", "openvino"] = Field(
+        default="onnxruntime",
+        description="Q/DQ placement of the INT8 IR: int8.onnx's, or OpenVINO's (HardSwish fused, SE float)",
+    )
 
 
 class PtqConfig(_Strict):

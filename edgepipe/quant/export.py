@@ -54,10 +54,26 @@ def read_metadata(path: Path) -> dict[str, Any]:
     return out
 
 
+QDQ_TARGETS = ("onnxruntime", "openvino")
+
+
 def export_onnx(
-    model, path: Path, input_size: list[int], meta: dict[str, Any], opset: int, qdq: bool = False
+    model,
+    path: Path,
+    input_size: list[int],
+    meta: dict[str, Any],
+    opset: int,
+    qdq: bool = False,
+    target: str = "onnxruntime",
 ) -> Path:
-    """Export, clean up the QDQ graph when ``qdq``, stamp metadata, check, and write atomically."""
+    """Export, clean up the QDQ graph when ``qdq``, stamp metadata, check, and write atomically.
+
+    ``target`` shapes the QDQ graph for the runtime that will run it (quant/onnx_qdq.py): 'onnxruntime'
+    (integer HardSwish gates, every layer int8: what ONNX Runtime fuses into QLinear* kernels) or 'openvino'
+    (HardSwish left for OpenVINO to fuse into the int8 convolution, squeeze-excite in float, as NNCF places
+    it)."""
+    if target not in QDQ_TARGETS:
+        raise ValueError(f"unknown QDQ target {target!r}; use one of {', '.join(QDQ_TARGETS)}")
     import onnx
     import torch
 
@@ -66,9 +82,11 @@ def export_onnx(
         torchscript_export(model, sample, raw, opset)
         proto = onnx.load(str(raw))
         if qdq:
-            from edgepipe.quant.onnx_qdq import clean_qdq
+            from edgepipe.quant.onnx_qdq import clean_qdq, shape_for_openvino
 
-            clean_qdq(proto)
+            clean_qdq(proto, integer_activations=target == "onnxruntime")
+            if target == "openvino":
+                shape_for_openvino(proto)
         set_metadata(proto, meta)
         proto.producer_name = "edgepipe"
         onnx.checker.check_model(proto)

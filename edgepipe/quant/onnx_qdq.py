@@ -364,6 +364,114 @@ def _hard_activations_to_integer(gr: _Graph) -> int:
     return replaced
 
 
+def _only_consumer(gr: _Graph, name: str, op_type: str) -> onnx.NodeProto | None:
+    users = gr.consumers.get(name, [])
+    return users[0] if len(users) == 1 and users[0].op_type == op_type else None
+
+
+def _dq_of_q(gr: _Graph, name: str) -> tuple[onnx.NodeProto, onnx.NodeProto] | None:
+    """(Q, DQ) when ``name`` is the output of DQ(Q(t)), else None."""
+    dq = gr.producer.get(name)
+    q = gr.producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+    return (q, dq) if q is not None and q.op_type == "QuantizeLinear" else None
+
+
+def _gates_to_fused_hardswish(gr: _Graph) -> int:
+    """For OpenVINO: ``t -> Q -> DQ -> x; x * DQ(Q(HardSigmoid(x)))`` (how the QAT model's rounded HardSwish
+    gate exports) becomes ``HardSwish(t)``: no FakeQuantize between a convolution and its HardSwish, so
+    OpenVINO fuses the HardSwish into the int8 convolution as a post-op (NNCF places its quantizers the
+    same way); the Q/DQ after the HardSwish, which quantizes the next layer's input, stays. Numerically this
+    drops two roundings the QAT model trained with (the conv output's and the gate's); export measures the
+    agreement.
+    """
+    replaced, drop = 0, set()
+    for mul in gr.g.node:
+        if mul.op_type != "Mul" or len(mul.input) != 2:
+            continue
+        for x, g in (mul.input, mul.input[::-1]):
+            gate = _dq_of_q(gr, g)
+            hs = gr.producer.get(gate[0].input[0]) if gate else None
+            if hs is None or hs.op_type != "HardSigmoid" or hs.input[0] != x:
+                continue
+            attrs = {a.name: a.f for a in hs.attribute}
+            if abs(attrs.get("alpha", 0.2) - 1 / 6) > 1e-6 or abs(attrs.get("beta", 0.5) - 0.5) > 1e-6:
+                continue
+            if len(gr.consumers.get(g, [])) != 1 or len(gr.consumers.get(gate[0].output[0], [])) != 1:
+                continue
+            src = x
+            pre = _dq_of_q(gr, x)
+            if pre and {id(u) for u in gr.consumers.get(x, [])} == {id(hs), id(mul)}:
+                if len(gr.consumers.get(pre[0].output[0], [])) == 1:
+                    src = pre[0].input[0]
+                    drop |= {id(pre[0]), id(pre[1])}
+            drop |= {id(hs), id(gate[0]), id(gate[1])}
+            mul.op_type = "HardSwish"
+            del mul.input[:]
+            mul.input.append(src)
+            replaced += 1
+            break
+    if drop:
+        keep = [n for n in gr.g.node if id(n) not in drop]
+        del gr.g.node[:]
+        gr.g.node.extend(keep)
+        _drop_unused(gr)
+    return replaced
+
+
+_SE_CHAIN = {"Conv", "Relu", "Clip", "HardSigmoid", "Sigmoid"}
+
+
+def _bypass(gr: _Graph, q: onnx.NodeProto, dq: onnx.NodeProto) -> None:
+    """Remove a Q -> DQ pair: the DQ's consumers read the Q's float input instead."""
+    gr.rename_input(dq.output[0], q.input[0])
+    keep = [n for n in gr.g.node if n is not q and n is not dq]
+    del gr.g.node[:]
+    gr.g.node.extend(keep)
+    gr._index()
+
+
+def _float_squeeze_excite(gr: _Graph) -> int:
+    """For OpenVINO: the squeeze-excite branch (GlobalAveragePool -> Conv -> Relu -> Conv -> HardSigmoid, up
+    to the Mul that scales the block) runs in float, as NNCF leaves it: its 1x1-spatial FCs are too small for
+    int8 to pay and each Q/DQ is a separate FakeQuantize. Weights keep their trained int8 values
+    (dequantized)."""
+    removed = 0
+    for gap in [n for n in gr.g.node if n.op_type == "GlobalAveragePool"]:
+        t, seen_conv = gap.output[0], False
+        while True:
+            users = gr.consumers.get(t, [])
+            if len(users) != 1:
+                break
+            u = users[0]
+            if u.op_type == "QuantizeLinear":
+                dq = _only_consumer(gr, u.output[0], "DequantizeLinear")
+                nxt = gr.consumers.get(dq.output[0], []) if dq is not None else []
+                if dq is None or len(nxt) != 1 or nxt[0].op_type not in _SE_CHAIN | {"Mul"}:
+                    break
+                if nxt[0].op_type == "Mul" and not seen_conv:
+                    break
+                _bypass(gr, u, dq)
+                removed += 1
+                continue
+            if u.op_type not in _SE_CHAIN or (u.op_type == "Conv" and u.input[0] != t):
+                break
+            seen_conv |= u.op_type == "Conv"
+            t = u.output[0]
+    if removed:
+        _drop_unused(gr)
+    return removed
+
+
+def shape_for_openvino(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Re-place Q/DQ in a graph cleaned with ``integer_activations=False`` the way OpenVINO runs fastest
+    (see _gates_to_fused_hardswish); returns the same (mutated) model, checked."""
+    gr = _Graph(model)
+    _gates_to_fused_hardswish(gr)
+    _float_squeeze_excite(gr)
+    onnx.checker.check_model(model)
+    return model
+
+
 def clean_qdq(
     model: onnx.ModelProto, integer_activations: bool = True, int32_bias: bool = True
 ) -> onnx.ModelProto:

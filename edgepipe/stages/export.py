@@ -44,6 +44,25 @@ def _op_account(onnx_path, xml, pre: Preprocessing, threads: int, out) -> dict:
     return {rt: {k: a.get(k) for k in keep} for rt, a in full.items()}
 
 
+def _ir(export_model, onnx_path, xml, pre: dict, meta: dict, r: Recipe, qdq: bool):
+    """The IR OpenVINO gets: int8.onnx converted as is, or (export.openvino_qdq: openvino) the same model
+    re-exported with OpenVINO's Q/DQ placement."""
+    import tempfile
+    from pathlib import Path
+
+    from edgepipe.runtimes.openvino import convert_to_ir
+
+    if not qdq or r.export.openvino_qdq == "onnxruntime":
+        return convert_to_ir(onnx_path, xml)
+    from edgepipe.quant.export import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="edgepipe-ov-") as tmp:
+        shaped = Path(tmp) / onnx_path.name
+        size, opset = pre["input_size"], r.export.opset
+        export_onnx(export_model, shaped, size, meta, opset, qdq=True, target="openvino")
+        return convert_to_ir(shaped, xml)
+
+
 def run(ctx: StageContext) -> StageResult:
     import torch
 
@@ -89,9 +108,8 @@ def run(ctx: StageContext) -> StageResult:
             "test_images": len(y),
         }
         if r.export.openvino:
-            from edgepipe.runtimes.openvino import convert_to_ir
-
-            xml = convert_to_ir(path, ctx.out_dir / f"{key}.xml")
+            xml = _ir(export_model, path, ctx.out_dir / f"{key}.xml", pre, meta, r, qdq)
+            m["openvino_qdq"] = r.export.openvino_qdq if qdq else None
             outputs[f"ir_{key}"] = xml.name
             outputs[f"ir_{key}_bin"] = xml.with_suffix(".bin").name
             # as our loaders run it (precision 'auto': f32 for FP32, the plugin default for INT8, which is
