@@ -201,7 +201,10 @@ def bench(
     batch_size: Annotated[
         list[int] | None, typer.Option("--batch-size", "-b", help="Batch size(s) for latency (repeat).")
     ] = None,
-    precision: Annotated[str, typer.Option(help="OpenVINO inference precision: f32 or bf16.")] = "f32",
+    precision: Annotated[
+        str,
+        typer.Option(help="OpenVINO precision: auto (f32 for float, plugin default for INT8), f32, bf16."),
+    ] = "auto",
     hint: Annotated[str, typer.Option(help="OpenVINO performance hint: LATENCY or THROUGHPUT.")] = "LATENCY",
     plots: Annotated[
         Path | None, typer.Option(metavar="DIR", help="Write PNG plots into this folder.")

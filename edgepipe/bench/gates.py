@@ -51,7 +51,9 @@ def evaluate(gates: list[Gate], rows: list[dict]) -> list[dict[str, Any]]:
     for g in gates:
         metric = METRICS[g.metric]
         for row in rows:
-            if metric.relative and row.get("is_baseline"):
+            # relative gates judge other models against the baseline model, not its own float modes
+            own = (row.get("baseline") or {}).get("model") == row["model"]
+            if metric.relative and (row.get("is_baseline") or own):
                 continue
             got = value(row, g.metric)
             failed = got is None or _OPS[g.op](got, g.threshold)

@@ -165,7 +165,8 @@ def markdown(doc: dict[str, Any]) -> str:
         else ""
     )
     text.append(
-        f"Baseline for speed-up (p50 ratio) and top-1 drop (points): **{base['model']}** on the same "
+        f"Baseline for speed-up (p50 ratio) and top-1 drop (points): "
+        f"{'the fastest ' if base.get('pick') == 'fastest' else ''}**{base['model']}** row on the same "
         f"{match}. "
         f"Latency: {threads}, {settings['warmup']} warm-up runs, then at least {settings['min_iters']} runs "
         f"and {settings['min_seconds']:g} s per row; cold = first inference.{openvino}{peak}"

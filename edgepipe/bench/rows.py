@@ -96,6 +96,22 @@ class SameSetting:
         return {"model": self.model, "match": list(self.match)}
 
 
+@dataclass(frozen=True)
+class FastestFloat:
+    """The fastest ``model`` row (the float model, in each of its precisions: f32, bf16...) on the same
+    runtime and batch size: an INT8 speed-up over anything slower than the runtime's best float flatters."""
+
+    model: str
+    match: tuple[str, ...] = ("runtime", "batch_size")
+
+    def pick(self, row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+        same = [b for b in rows if b["model"] == self.model and all(b[k] == row[k] for k in self.match)]
+        return min(same, key=lambda b: b["latency"]["p50_ms"], default=None)
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.model, "match": list(self.match), "pick": "fastest"}  # schema: Baseline
+
+
 def add_relative(rows: list[dict[str, Any]], policy: BaselinePolicy) -> None:
     """speedup (baseline p50 / row p50) and acc_drop (baseline - row top-1, points), naming the baseline."""
     for r in rows:

@@ -42,7 +42,7 @@ from edgepipe.gates import parse_gate
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("f32", "bf16")
+PRECISIONS = ("auto", "f32", "bf16")
 HINTS = ("LATENCY", "THROUGHPUT")
 
 
@@ -54,7 +54,7 @@ class BenchOptions:
     warmup: int = 20
     min_iters: int = 100
     min_seconds: float = 2.0
-    precision: str = "f32"  # OpenVINO inference precision hint
+    precision: str = "auto"  # OpenVINO: f32 for float models, the plugin default for INT8 (fastest)
     hint: str = "LATENCY"  # OpenVINO performance hint
     data: str | None = None
     limit: int | None = None
@@ -303,7 +303,15 @@ def _precision_notes(rows: list[dict], opts: BenchOptions, env: dict) -> list[st
     ov = [r for r in rows if r["runtime"] == "openvino"]
     notes = []
     for model in dict.fromkeys(r["model"] for r in ov):
-        eff = next(r for r in ov if r["model"] == model)["runtime_options"]["options"]["effective"]
+        options = next(r for r in ov if r["model"] == model)["runtime_options"]["options"]
+        eff = options["effective"]
+        if opts.precision == "auto":
+            if options.get("precision") == "default" and eff.get("precision") not in (None, "f32"):
+                notes.append(
+                    f"{model}: INT8 on OpenVINO at its default precision: its float layers run in "
+                    f"{eff['precision']} (fastest here); --precision f32 pins them to f32"
+                )
+            continue
         if eff.get("precision") not in (None, opts.precision):
             notes.append(
                 f"{model}: OpenVINO asked for {opts.precision}, the compiled model reports {eff['precision']}"

@@ -51,6 +51,7 @@ class Settings(_Strict):
 class Baseline(_Strict):
     model: str
     match: list[str]
+    pick: Literal["same", "fastest"] = "same"  # fastest: the quickest of the model's rows that match
 
 
 class Data(_Strict):

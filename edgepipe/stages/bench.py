@@ -16,7 +16,7 @@ from edgepipe.bench.accuracy import score_logits
 from edgepipe.bench.harness import measure, model_size_mb
 from edgepipe.bench.loading import graph_compute
 from edgepipe.bench.report import SCHEMA
-from edgepipe.bench.rows import SameSetting, add_relative, build_row
+from edgepipe.bench.rows import FastestFloat, add_relative, build_row
 from edgepipe.bench.timing import environment
 from edgepipe.data.loaders import SplitData
 from edgepipe.models.preprocessing import Preprocessing
@@ -29,9 +29,10 @@ log = logging.getLogger(__name__)
 MODELS = (
     ("fp32", "onnx_fp32", "ir_fp32"),
     ("int8-qat", "onnx_int8", "ir_int8"),
-    ("int8-ptq", "onnx_ptq", None),
+    ("int8-ptq", "onnx_ptq", "ir_ptq"),  # ir_ptq: ptq.method nncf's OpenVINO-backend IR
 )
-BASELINE = SameSetting("fp32")  # each OpenVINO precision is compared with its own fp32 row
+# every speed-up divides by the runtime's fastest float mode (OpenVINO bf16 on a bf16 CPU), named per row
+BASELINE = FastestFloat("fp32")
 HINT = "LATENCY"
 
 
@@ -40,16 +41,21 @@ def config(recipe: Recipe) -> dict[str, Any]:
     return {"bench": recipe.bench.model_dump(), "schema": SCHEMA}
 
 
-def _runtimes(cfg, env: dict) -> list[tuple[str, str | None, dict]]:
-    """(runtime, precision, options); OpenVINO FP32 is pinned to f32, bf16 gets its own row where native."""
+def _runtimes(cfg, label: str) -> list[tuple[str, str | None, dict]]:
+    """(runtime, precision, options): the FP32 model in each float mode the runtime runs natively here
+    (OpenVINO: f32, plus bf16/f16 where the CPU has it), an INT8 model as our loaders load it (OpenVINO
+    'auto': the plugin default, measured fastest for INT8)."""
+    from edgepipe.runtimes import float_modes
+
     out: list[tuple[str, str | None, dict]] = []
     for rt in cfg.runtimes:
         if rt == "onnxruntime":
             out.append((rt, None, {"threads": cfg.threads}))
+        elif label == "fp32":
+            for precision, opts in float_modes(rt):
+                out.append((rt, precision, {"threads": cfg.threads, **opts, "hint": HINT}))
         else:
-            out.append((rt, "f32", {"threads": cfg.threads, "precision": "f32", "hint": HINT}))
-            if {"avx512_bf16", "amx_bf16"} & set(env.get("isa_flags", [])):
-                out.append((rt, "bf16", {"threads": cfg.threads, "precision": "bf16", "hint": HINT}))
+            out.append((rt, "auto", {"threads": cfg.threads, "precision": "auto", "hint": HINT}))
     return out
 
 
@@ -87,9 +93,7 @@ def run(ctx: StageContext) -> StageResult:
             continue
         onnx_path = ctx.inputs[onnx_key]
         compute = graph_compute(onnx_path)
-        runtimes = _runtimes(cfg, env)
-        if label != "fp32":
-            runtimes = [t for t in runtimes if t[1] != "bf16"]
+        runtimes = _runtimes(cfg, label)
         for runtime, precision, options in runtimes:
             model_path: Path = (
                 ctx.inputs.get(ir_key, onnx_path) if runtime == "openvino" and ir_key else onnx_path
@@ -194,7 +198,7 @@ def _settings(cfg) -> dict[str, Any]:
 STAGE = StageSpec(
     name="bench",
     needs=("split", "onnx_fp32", "onnx_int8"),
-    optional=("ir_fp32", "ir_int8", "onnx_ptq"),
+    optional=("ir_fp32", "ir_int8", "onnx_ptq", "ir_ptq"),  # ir_ptq: ptq.method nncf
     outputs=("rows", "predictions"),
     config=config,
     run=run,

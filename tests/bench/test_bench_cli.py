@@ -90,13 +90,14 @@ def test_onnx_models_on_two_runtimes_write_the_schema(zoo, tmp_path):
         assert {"cold_ms", "p50_ms", "p99_ms", "std_ms", "throughput_ips"} <= set(r["latency"])
         assert "samples_ms" not in r["latency"]
         assert r["memory"]["peak_rss_mb"] >= r["memory"]["rss_before_mb"] > 0
-    assert (
-        ov["precision"] == "f32" and ov["runtime_options"]["options"]["effective"]["precision"] == "f32"
+    assert (  # --precision auto: the float model pinned to f32
+        ov["precision"] == "auto" and ov["runtime_options"]["options"]["effective"]["precision"] == "f32"
     )
     int8_ov = rows["int8.onnx", "openvino"]
     assert int8_ov["speedup"] > 0 and ort["is_baseline"] and ort["speedup"] == 1.0
-    assert int8_ov["baseline"] == {"model": "fp32.onnx", "runtime": "openvino", "precision": "f32",
-                                   "runtime_label": "openvino-f32", "batch_size": 1}  # fmt: skip
+    assert int8_ov["baseline"] == {"model": "fp32.onnx", "runtime": "openvino", "precision": "auto",
+                                   "runtime_label": "openvino-auto", "batch_size": 1}  # fmt: skip
+    assert int8_ov["runtime_options"]["options"]["precision"] == "default"  # INT8: the plugin's choice
     assert int8_ov["speedup"] == ov["latency"]["p50_ms"] / int8_ov["latency"]["p50_ms"]
     assert "| fp32.onnx | onnxruntime | 1 |" in res.output and "agree % vs ref" in res.output
     assert "| speed-up vs fp32.onnx |" in res.output
@@ -133,7 +134,7 @@ def test_openvino_ir_reads_its_metadata_and_counts_on_a_sibling_onnx(zoo, tmp_pa
     assert lone["compute"]["gmacs"] is None and lone["compute"]["source"].startswith("unknown: no .onnx")
     assert [r["runtime"] for r in doc["rows"]] == ["openvino", "openvino"]
     assert all(r["agreement"] == 100.0 for r in doc["rows"])
-    assert "| lone/fp32.xml | openvino-f32 | 1 |" in res.output
+    assert "| lone/fp32.xml | openvino-auto | 1 |" in res.output
 
 
 def test_openvino_hints_are_recorded_and_bf16_without_hardware_is_flagged(zoo, tmp_path):
@@ -150,7 +151,7 @@ def test_openvino_hints_are_recorded_and_bf16_without_hardware_is_flagged(zoo, t
     native = {"avx512_bf16", "amx_bf16"} & set(doc["environment"]["isa_flags"])
     assert any("without native bf16" in n for n in doc["notes"]) is not bool(native)
     res = bench(zoo["fp32"], "--precision", "fp16", *FAST)
-    assert res.exit_code == 7 and "unknown --precision 'fp16'; fix: use f32|bf16" in res.output
+    assert res.exit_code == 7 and "unknown --precision 'fp16'; fix: use auto|f32|bf16" in res.output
 
 
 def test_torch_checkpoint_runs_on_torch_and_its_onnx_export_agrees(imagefolder, tmp_path):

@@ -62,22 +62,28 @@ def test_both_outputs_validate_against_one_schema(zoo, run_report, tmp_path):  #
 def test_run_report_rows_name_their_baseline_and_carry_the_plots(run_report):
     doc = json.loads((run_report / "report.json").read_text())
     rows = {(r["model"], r["runtime_label"]): r for r in doc["rows"]}
-    # (+ an fp32 openvino-bf16 row on a CPU with native bf16)
+    # FP32 in every native float mode (+ openvino-bf16 on a CPU with native bf16), INT8 as our loaders load it
     assert set(rows) - {("fp32", "openvino-bf16")} == {
-        (m, rt) for m in ("fp32", "int8-qat") for rt in ("onnxruntime", "openvino-f32")
-    }
-    int8_ov, fp32_ov = rows["int8-qat", "openvino-f32"], rows["fp32", "openvino-f32"]
-    assert int8_ov["baseline"] == {"model": "fp32", "runtime": "openvino", "precision": "f32",
-                                   "runtime_label": "openvino-f32", "batch_size": 1}  # fmt: skip
-    assert int8_ov["speedup"] == fp32_ov["latency"]["p50_ms"] / int8_ov["latency"]["p50_ms"]
-    assert fp32_ov["is_baseline"] and fp32_ov["speedup"] == 1.0 and fp32_ov["acc_drop"] == 0.0
+        ("fp32", "onnxruntime"), ("fp32", "openvino-f32"),
+        ("int8-qat", "onnxruntime"), ("int8-qat", "openvino-auto"),
+    }  # fmt: skip
+    int8_ov, fp32_ov = rows["int8-qat", "openvino-auto"], rows["fp32", "openvino-f32"]
+    fastest = min((r for r in doc["rows"] if r["model"] == "fp32" and r["runtime"] == "openvino"),
+                  key=lambda r: r["latency"]["p50_ms"])  # fmt: skip
+    assert doc["baseline"] == {"model": "fp32", "match": ["runtime", "batch_size"], "pick": "fastest"}
+    assert int8_ov["baseline"] == {k: fastest[k] for k in ("model", "runtime", "precision", "runtime_label",
+                                                           "batch_size")}  # fmt: skip
+    assert int8_ov["speedup"] == fastest["latency"]["p50_ms"] / int8_ov["latency"]["p50_ms"]
+    assert fastest["is_baseline"] and fastest["speedup"] == 1.0 and fastest["acc_drop"] == 0.0
     assert fp32_ov["file"].endswith("fp32.xml") and fp32_ov["kind"] == "openvino-ir"
     for r in doc["rows"]:
         assert r["top1_per_ms"] == r["top1"] / (r["latency"]["p50_ms"] / r["batch_size"])
         assert "samples_ms" not in r["latency"] and r["images"] == doc["data"]["images"] > 0
     assert doc["plots"] == {"accuracy_vs_latency": "accuracy_vs_latency.png", "latency": "latency.png"}
     md = (run_report / "report.md").read_text()
-    assert md.startswith("# edgepipe report: tiny\n") and "| speed-up vs fp32 |" in md
+    # INT8 on OpenVINO divides by another runtime label (the fastest FP32 float mode): each cell names it
+    assert md.startswith("# edgepipe report: tiny\n") and "| speed-up |" in md
+    assert f"x vs fp32 · {fastest['runtime_label']} · bs 1 |" in md and "the fastest **fp32** row" in md
     for name in doc["plots"].values():
         assert f"]({name})" in md and (run_report / name).read_bytes()[:4] == b"\x89PNG"
     preds = json.loads((run_report / "bench" / "predictions.json").read_text())["preds"]
