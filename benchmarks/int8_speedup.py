@@ -37,7 +37,9 @@ from edgepipe.recipe import load_recipe
 
 log = logging.getLogger("int8_speedup")
 RESULTS = Path(__file__).parent / "results"
-MODELS = ("fp32", "int8-qat", "int8-qat-ov", "int8-qat-naive", "int8-ptq-ort", "int8-ptq-nncf")
+MODELS = (
+    "fp32", "int8-qat", "int8-qat-mixed", "int8-qat-ov", "int8-qat-naive", "int8-ptq-ort", "int8-ptq-nncf"
+)  # fmt: skip
 
 
 def export_all(
@@ -45,7 +47,9 @@ def export_all(
 ) -> tuple[dict[str, dict[str, Path]], dict, dict, dict]:
     """Per model, the file each runtime loads: fp32 and int8-qat as export ships them (ONNX for ONNX Runtime,
     IR for OpenVINO), int8-qat-ov (the same QAT model with OpenVINO's Q/DQ placement, export.openvino_qdq:
-    openvino; OpenVINO only), the naive export and ORT's PTQ as ONNX for both, NNCF's PTQ from each backend.
+    openvino; OpenVINO only), int8-qat-mixed (our ONNX with the convolutions measured faster in float on
+    this CPU kept in float, export.float_layers: auto; ONNX Runtime only), the naive export and ORT's PTQ as
+    ONNX for both, NNCF's PTQ from each backend. The layer profile behind int8-qat-mixed is returned too.
     Returns (paths, preprocessing, torch twins, models that could not be built -> reason)."""
     import torch
 
@@ -78,6 +82,8 @@ def export_all(
     for m in ("fp32", "int8-qat", "int8-qat-ov"):
         paths[m]["openvino"] = convert_to_ir(onnx[m], onnx[m].with_suffix(".xml"))
     del paths["int8-qat-ov"]["onnxruntime"]
+    layer_profile = _mixed(onnx["int8-qat"], onnx["int8-qat-mixed"], shape)
+    paths["int8-qat-mixed"] = {"onnxruntime": onnx["int8-qat-mixed"]}
     missing: dict[str, str] = {}
     try:
         from edgepipe.quant.nncf_ptq import nncf_quantize_ir, nncf_quantize_onnx
@@ -90,9 +96,31 @@ def export_all(
         del paths["int8-ptq-nncf"]
     # each exported model is checked against the torch model it came from (PTQ: the FP32 model it quantizes)
     torch_twin = {"fp32": rebuild(fp).eval(), "int8-qat": qat_model, "int8-qat-naive": qat_model}
-    torch_twin["int8-qat-ov"] = qat_model
+    torch_twin["int8-qat-ov"] = torch_twin["int8-qat-mixed"] = qat_model
     torch_twin["int8-ptq-ort"] = torch_twin["int8-ptq-nncf"] = torch_twin["fp32"]
-    return paths, pre, torch_twin, missing
+    return paths, pre, torch_twin, missing, layer_profile
+
+
+def _mixed(int8: Path, out: Path, shape: list[int]) -> dict:
+    """export.float_layers: auto on our INT8 ONNX: the per-layer profile and the float choice it makes."""
+    import onnx
+
+    from edgepipe.quant.mixed import (
+        METADATA_KEY,
+        ORT_DISABLED_OPTIMIZERS,
+        apply_float_layers,
+        choose_float_layers,
+        profile_layers,
+    )
+
+    profile = profile_layers(int8, shape)
+    chosen = choose_float_layers(profile)
+    proto = onnx.load(str(int8))
+    apply_float_layers(proto, chosen)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(list(ORT_DISABLED_OPTIMIZERS))
+    onnx.save(proto, str(out))
+    return {"float_layers": chosen, "profile": profile}
 
 
 def test_arrays(run: Path, pre, recipe, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -216,7 +244,7 @@ def main() -> None:
         for size in sizes:
             log.info("size %d: exporting", size)
             built = export_all(args.run, size, Path(work), args.calibration_images, recipe)
-            paths, pre, twins, missing = built
+            paths, pre, twins, missing, layer_profile = built
             n_test = (args.test_images or 10**9) if size == own else args.other_size_images
             x, y = test_arrays(args.run, pre, recipe, n_test)
             refs = {}
@@ -279,6 +307,7 @@ def main() -> None:
                 "rows": list(rows.values()),
                 "op_account": accounts,
                 "ort_op_classes": classes,
+                "ort_layer_profile": layer_profile,
                 "failed": failed,
             }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -397,6 +426,7 @@ def targets(block: dict, size: int, trained: bool) -> list[str]:
         (rt, label, rows.get(f"{m}|{rt}|{mode}"))
         for rt, label, m, mode in (
             ("onnxruntime", "", "int8-qat", "f32"),
+            ("onnxruntime", " (mixed precision)", "int8-qat-mixed", "f32"),
             ("openvino", "", "int8-qat", "auto"),
             ("openvino", " (OpenVINO-shaped IR)", "int8-qat-ov", "auto"),
         )
@@ -437,6 +467,13 @@ def targets(block: dict, size: int, trained: bool) -> list[str]:
             f"-> {'met' if a >= 0.995 else 'NOT met'}"
         )
     return out
+
+
+def _ratio(profiles) -> str:
+    ps = list(profiles)
+    if not ps:
+        return "–"
+    return f"{sum(p['int8_ms'] for p in ps) / sum(p['float_ms'] for p in ps):.2f} ({len(ps)} layers)"
 
 
 def _speedup_cell(cell: dict | None) -> str:
@@ -493,6 +530,18 @@ def markdown(results: dict, batches: list[int]) -> str:
         for f in block.get("failed", []):
             out.append(f"| {f['model']} | {f['runtime']} | {f['mode']} | fails: {f['error']} |")
         out += ["", "Targets (batch 1):", "", *targets(block, int(size), trained), ""]
+        lp = block.get("ort_layer_profile")
+        if lp:
+            prof = lp["profile"]
+            dw = [p for p in prof.values() if p["group"] > 1]
+            slow = [p for p in dw if p["out_channels"] % 16]
+            out += [
+                f"ONNX Runtime per-layer profile (each conv alone, uint8 in/out, min of round medians): "
+                f"{len(lp['float_layers'])} of {len(prof)} convolutions run faster in float and are kept in "
+                f"float in `int8-qat-mixed`; depthwise int8/float time: channels % 16 == 0: "
+                f"{_ratio(p for p in dw if not p['out_channels'] % 16)}, other widths: {_ratio(slow)}.",
+                "",
+            ]
         cls = block["ort_op_classes"]
         fp, q = cls["fp32"]["classes"], cls["int8-qat"]["classes"]
         nn = cls.get("int8-ptq-nncf", {}).get("classes", {})

@@ -360,6 +360,10 @@ class ExportConfig(_Strict):
     opset: int = Field(default=17, ge=13, le=21)
     min_agreement: float = Field(default=0.99, ge=0, le=1, description="ORT vs torch top-1 agreement")
     openvino: bool = True
+    float_layers: Literal["auto"] | tuple[str, ...] = Field(
+        default=(),
+        description="Conv nodes int8.onnx keeps in float for ONNX Runtime; auto: those measured faster",
+    )
     openvino_qdq: Literal["onnxruntime", "openvino"] = Field(
         default="onnxruntime",
         description="Q/DQ placement of the INT8 IR: int8.onnx's, or OpenVINO's (HardSwish fused, SE float)",

@@ -56,6 +56,23 @@ def op_kind(op_type: str) -> str:
     return "float"
 
 
+def disabled_optimizers(path: Path) -> list[str]:
+    """Optimizers the model asks to be off (metadata ``ort_disabled_optimizers``): an INT8 model with layers
+    kept in float (export.float_layers) needs WeightBiasQuantization off, or ORT re-quantizes them."""
+    import onnx
+
+    try:
+        props = onnx.load(str(path), load_external_data=False).metadata_props
+    except Exception:  # noqa: BLE001 - unreadable files are reported by InferenceSession itself
+        return []
+    value = next((p.value for p in props if p.key == "ort_disabled_optimizers"), None)
+    try:
+        names = json.loads(value) if value else []
+    except json.JSONDecodeError:
+        return []
+    return [str(n) for n in names] if isinstance(names, list) else []
+
+
 def make_session(
     model_path,
     threads: int = 2,
@@ -90,7 +107,9 @@ def make_session(
         setattr(so, key, value)
     state = ort.capi.onnxruntime_pybind11_state
     try:
-        return ort.InferenceSession(str(path), so, providers=providers)
+        return ort.InferenceSession(
+            str(path), so, providers=providers, disabled_optimizers=disabled_optimizers(path)
+        )
     except (state.InvalidProtobuf, state.InvalidGraph, state.NoModel) as e:
         raise BenchInputError(
             f"{path} is not an ONNX model ORT can load ({str(e).splitlines()[0][:160]}); "

@@ -44,7 +44,47 @@ def _op_account(onnx_path, xml, pre: Preprocessing, threads: int, out) -> dict:
     return {rt: {k: a.get(k) for k in keep} for rt, a in full.items()}
 
 
-def _ir(export_model, onnx_path, xml, pre: dict, meta: dict, r: Recipe, qdq: bool):
+def _float_layers(path, pre: Preprocessing, r: Recipe) -> dict | None:
+    """export.float_layers: keep the pinned (or, for 'auto', the measured-faster) convolutions of int8.onnx in
+    float for ONNX Runtime; returns the choice and, for 'auto', the per-layer profile it came from."""
+    import json
+
+    import onnx
+
+    from edgepipe.errors import RecipeError
+    from edgepipe.quant.mixed import (
+        METADATA_KEY,
+        ORT_DISABLED_OPTIMIZERS,
+        apply_float_layers,
+        choose_float_layers,
+        profile_layers,
+    )
+
+    want = r.export.float_layers
+    if not want:
+        return None
+    profile = None
+    if want == "auto":
+        profile = profile_layers(path, list(pre.input_size), threads=r.bench.threads)
+        want = tuple(choose_float_layers(profile))
+    proto = onnx.load(str(path))
+    if want:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(list(ORT_DISABLED_OPTIMIZERS))
+    try:
+        apply_float_layers(proto, want)
+    except KeyError as e:
+        raise RecipeError(
+            f"export.float_layers: {e.args[0]} in {path.name}; fix: use names from the export manifest's "
+            "float_layers.profile (export.float_layers: auto writes it) or remove the key"
+        ) from None
+    onnx.save(proto, str(path))
+    log.info("export: %d convolutions kept in float for ONNX Runtime", len(want))
+    source = "measured" if profile is not None else "recipe"
+    return {"source": source, "layers": list(want), "profile": profile}
+
+
+def _ir(export_model, onnx_path, xml, pre: Preprocessing, meta: dict, r: Recipe, qdq: bool):
     """The IR OpenVINO gets: int8.onnx converted as is, or (export.openvino_qdq: openvino) the same model
     re-exported with OpenVINO's Q/DQ placement."""
     import tempfile
@@ -58,7 +98,7 @@ def _ir(export_model, onnx_path, xml, pre: dict, meta: dict, r: Recipe, qdq: boo
 
     with tempfile.TemporaryDirectory(prefix="edgepipe-ov-") as tmp:
         shaped = Path(tmp) / onnx_path.name
-        size, opset = pre["input_size"], r.export.opset
+        size, opset = list(pre.input_size), r.export.opset
         export_onnx(export_model, shaped, size, meta, opset, qdq=True, target="openvino")
         return convert_to_ir(shaped, xml)
 
@@ -96,6 +136,7 @@ def run(ctx: StageContext) -> StageResult:
         path = ctx.out_dir / f"{key}.onnx"
         meta = {**base_meta, "precision": key, "quantization": q_ckpt.get("quant") if qdq else None}
         export_onnx(export_model, path, list(pre.input_size), meta, r.export.opset, qdq=qdq)
+        mixed = _float_layers(path, pre, r) if qdq else None
         outputs[f"onnx_{key}"] = path.name
         outputs[f"ops_{key}"] = f"{key}.ops.json"
         ref = torch_logits(reference, x)
@@ -124,6 +165,8 @@ def run(ctx: StageContext) -> StageResult:
                 ov32 = runtime_logits(f32_rt, x)
                 m["openvino_f32_agreement"] = _agreement(ref, ov32)
                 m["openvino_f32_test_top1"] = 100.0 * float((ov32.argmax(1) == y).mean())
+        if mixed is not None:
+            m["float_layers"] = mixed
         m["op_account"] = _op_account(path, xml if r.export.openvino else None, pre, r.bench.threads,
                                       ctx.out_dir / f"{key}.ops.json")
         metrics[key] = m
