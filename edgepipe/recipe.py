@@ -344,8 +344,12 @@ class QatConfig(_TrainOptions):
     trainable_last: int | Literal["all"] | None = Field(
         default=None, description="backbone blocks trained in QAT; null: model.freeze.trainable_last"
     )
-    freeze_bn_epoch: int = Field(default=1, ge=0, description="BatchNorm statistics freeze from this epoch")
-    freeze_observer_epoch: int = Field(default=2, ge=0, description="quant ranges freeze from this epoch")
+    freeze_bn_epoch: int = Field(
+        default=0, ge=0, description="BatchNorm statistics freeze from this epoch (0: keep the fine-tuned)"
+    )
+    freeze_observer_epoch: int | None = Field(
+        default=None, ge=0, description="quant ranges freeze from this epoch; null: min(2, epochs - 1)"
+    )
     calibration_batches: int = Field(default=16, ge=0, description="observer warm-up before training")
     patience: int = Field(default=5, ge=1)
     max_batches_per_epoch: int | None = Field(default=None, ge=1)

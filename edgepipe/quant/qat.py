@@ -138,6 +138,25 @@ def prepare_qat(model: Any) -> Any:
     return model
 
 
+def freeze_plan(epochs: int, bn_epoch: int, observer_epoch: int | None) -> tuple[int, int, list[str]]:
+    """(BatchNorm freeze epoch, observer freeze epoch, warnings) safe for any epoch count.
+
+    An unset observer epoch becomes min(2, epochs - 1), so even a one-epoch QAT trains its last epoch with
+    fixed ranges (the default used to be 2, which a short run never reached: ranges and BatchNorm moved
+    until the end and the fake-quant model fell far below FP32). A set epoch that training never reaches is
+    kept (the stage freezes everything before evaluating anyway) but warned about."""
+    warnings_: list[str] = []
+    if observer_epoch is None:
+        observer_epoch = max(0, min(2, epochs - 1))
+    for key, value in (("freeze_bn_epoch", bn_epoch), ("freeze_observer_epoch", observer_epoch)):
+        if epochs > 0 and value >= epochs:
+            warnings_.append(
+                f"qat.{key} {value} never arrives in {epochs} epoch(s): it moves for the whole run and is "
+                f"frozen only for the final evaluation; fix: set qat.{key} below qat.epochs ({epochs})"
+            )
+    return bn_epoch, observer_epoch, warnings_
+
+
 def freeze_observers(model: Any) -> None:
     """Stop updating quantization ranges (scales/zero-points stay fixed for the rest of training)."""
     model.apply(_tq().disable_observer)

@@ -71,7 +71,7 @@ def run(ctx: StageContext) -> StageResult:
     import torch
 
     from edgepipe.models.build import build_model
-    from edgepipe.quant.qat import freeze_bn_stats, freeze_observers, prepare_qat
+    from edgepipe.quant.qat import freeze_bn_stats, freeze_observers, freeze_plan, prepare_qat
     from edgepipe.recipe import ModelConfig
 
     r, cfg = ctx.recipe, ctx.recipe.qat
@@ -92,10 +92,14 @@ def run(ctx: StageContext) -> StageResult:
     if resume is None or resume.state is None:  # a resumed state carries its calibrated observers
         _calibrate(model, data.loader("train"), cfg.calibration_batches, dev)
 
+    bn_epoch, observer_epoch, notes = freeze_plan(cfg.epochs, cfg.freeze_bn_epoch, cfg.freeze_observer_epoch)
+    for note in notes:
+        log.warning(note)
+
     def on_epoch_start(epoch: int) -> None:
-        if epoch >= cfg.freeze_bn_epoch:
+        if epoch >= bn_epoch:
             freeze_bn_stats(model)
-        if epoch >= cfg.freeze_observer_epoch:
+        if epoch >= observer_epoch:
             freeze_observers(model)
 
     result = train_model(model, data, r, cfg, dev, freezer, on_epoch_start=on_epoch_start,
