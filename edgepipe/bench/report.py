@@ -145,6 +145,8 @@ def markdown(doc: dict[str, Any]) -> str:
     rows, settings, env = doc["rows"], doc["settings"], doc["environment"]
     cols = _columns(doc)
     text = [f"# edgepipe report: {doc['recipe']}", ""] if doc.get("recipe") else []
+    warn = [n for n in doc.get("notes", []) if n.startswith(WARNING)]
+    text += [*(f"**{n}**" for n in warn), ""] if warn else []
     text += [
         "| " + " | ".join(c for c, _ in cols) + " |",
         "|" + "---|" * len(cols),
@@ -238,9 +240,28 @@ def write_run_report(run_dir: Path, recipe, status: dict[str, Any]) -> dict[str,
     return doc
 
 
+WARNING = "WARNING: "  # notes that start so are shown above the table
+
+
+def qat_below_ptq(rows: list[dict]) -> list[str]:
+    """A QAT model that scores below the 2-second PTQ baseline on a runtime is not worth its training: say so
+    first."""
+    out = []
+    for rt in dict.fromkeys(r["runtime"] for r in rows):
+        q = [r for r in rows if r["runtime"] == rt and r["model"] == "int8-qat" and r.get("top1") is not None]
+        p = [r for r in rows if r["runtime"] == rt and r["model"] == "int8-ptq" and r.get("top1") is not None]
+        if q and p and q[0]["top1"] < p[0]["top1"]:
+            out.append(
+                f"{WARNING}QAT INT8 ends below the PTQ baseline on {rt}: top-1 {q[0]['top1']:.2f}% vs "
+                f"{p[0]['top1']:.2f}%; fix: train QAT longer or with another schedule, or ship the PTQ model"
+            )
+    return out
+
+
 def _run_notes(rows: list[dict], stages: dict[str, Any], env: dict[str, Any]) -> list[str]:
     macs = {round(r["gmacs"], 6) for r in rows if r.get("gmacs") is not None}
     notes = [
+        *qat_below_ptq(rows),
         "GMACs are equal for FP32 and INT8 models"
         if len(macs) == 1
         else f"GMACs differ between models: {sorted(macs)}",
