@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from edgepipe import __version__
-from edgepipe.errors import EdgepipeError
+from edgepipe.errors import EdgepipeError, StageError
 
 app = typer.Typer(
     add_completion=False,
@@ -372,6 +372,64 @@ def explain(
         f"{len(result.overlays)} overlay(s), {method} at {result.layer} ({result.model.kind} model); "
         f"grid: {result.grid}{skipped}"
     )
+
+
+@app.command()
+def sweep(
+    recipe: Annotated[Path, typer.Argument(help="The base recipe, e.g. recipes/smoke.yaml.")],
+    set_: Annotated[
+        list[str],
+        typer.Option(
+            "--set",
+            metavar="KEY=V1,V2",
+            help="A recipe key and its values (repeat: a grid), e.g. finetune.lr=1e-3,3e-3.",
+        ),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder of the variants' runs and sweep.md (artifacts/NAME-sweep)."),
+    ] = None,
+    engine: Annotated[
+        str, typer.Option(help="local (one after another) or ray (pip install 'edgepipe[ray]').")
+    ] = "local",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="ray: an existing cluster's address (default RAY_ADDRESS or a local one)."),
+    ] = None,
+    cpus_per_variant: Annotated[
+        int, typer.Option(min=1, help="ray: CPUs (and torch threads) per variant.")
+    ] = 1,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue a killed finetune or qat from its last saved epoch.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Build every variant of a grid (each its own run; unchanged stages are reused), then write
+    OUT/sweep.md, sweep.json and an accuracy-vs-latency plot. Rerun the same command to resume."""
+    _setup_logging(verbose)
+    try:
+        from edgepipe.experiments.sweep import parse_set, run_sweep
+
+        axes = [parse_set(s) for s in set_]
+        doc = run_sweep(recipe, axes, out, engine, resume, ray_address, cpus_per_variant)
+        from edgepipe.experiments.sweep import markdown
+
+        typer.echo(markdown(doc))
+        failed = [e["name"] for e in doc["variants"] if e["status"] != "done"]
+        if failed:
+            raise StageError(
+                f"{len(failed)} of {len(doc['variants'])} variants failed ({', '.join(failed)}); fix: see "
+                "each error at the end of sweep.md, then rerun (finished variants are cached)"
+            )
+    except EdgepipeError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        typer.echo(
+            "error: interrupted; finished variants and stages are kept, rerun the same command (add --resume "
+            "to continue a killed finetune or qat) to continue",
+            err=True,
+        )
+        raise typer.Exit(130) from None
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m edgepipe`

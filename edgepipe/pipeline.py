@@ -13,8 +13,11 @@ from __future__ import annotations
 import contextlib
 import difflib
 import logging
+import os
+import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -164,6 +167,40 @@ def _run_stage(
     return manifest
 
 
+def _link_or_copy(src: str, dst: str) -> None:
+    """Hard-link a published file (never rewritten in place: stages publish by os.replace), else copy it."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _adopt(name: str, key: str, stage_dir: Path, reuse_from: Sequence[Path]) -> tuple[dict, Path] | None:
+    """Another run's finished stage with this very key (same config slice, inputs' hashes and package
+    versions, hence the same result): copy it into this run instead of recomputing it (a sweep's variants)."""
+    for other in reuse_from:
+        src = Path(other) / name
+        if src.resolve() == stage_dir.resolve():
+            continue
+        found = read_manifest(src)
+        if found is None or found.get("key") != key:
+            continue
+        try:
+            with staging_dir(stage_dir) as tmp:
+                shutil.copytree(src, tmp, dirs_exist_ok=True, copy_function=_link_or_copy)
+                copied = read_manifest(tmp)
+                if copied is None or copied.get("key") != key:
+                    raise _Replaced
+        except _Replaced:  # the other run republished that stage while we copied: try the next
+            continue
+        return copied, src
+    return None
+
+
+class _Replaced(Exception):
+    pass
+
+
 def _register(inputs: dict[str, dict], stage_dir: Path, manifest: dict) -> None:
     for out_name, o in manifest["outputs"].items():
         inputs[out_name] = {"path": str(stage_dir / o["file"]), "sha256": o["sha256"]}
@@ -176,17 +213,26 @@ def build(
     from_stage: str | None = None,
     only: str | None = None,
     resume: bool = False,
+    reuse_from: Sequence[Path] = (),
 ) -> dict[str, Any]:
     """Run the recipe's stages in order; returns {stage: {"cached": bool, "manifest": ...}}.
 
     ``resume`` continues a killed finetune or qat from its last saved epoch (see train/resume.py).
+    ``reuse_from``: other run folders (a sweep's variants) whose finished stages are copied in when their
+    cache key equals this run's (status then says ``reused_from``); not under torchrun.
     """
     with ddp.session():
-        return _build(recipe, out, force, from_stage, only, resume)
+        return _build(recipe, out, force, from_stage, only, resume, reuse_from)
 
 
 def _build(
-    recipe: Recipe, out: Path, force: bool, from_stage: str | None, only: str | None, resume: bool
+    recipe: Recipe,
+    out: Path,
+    force: bool,
+    from_stage: str | None,
+    only: str | None,
+    resume: bool,
+    reuse_from: Sequence[Path] = (),
 ) -> dict[str, Any]:
     selected = plan(recipe)
     for flag, value in (("--from", from_stage), ("--only", only)):
@@ -234,9 +280,17 @@ def _build_locked(
             continue
         key = _key(name, recipe, inputs)
         rerun = force or i >= start or only == name
-        if manifest is not None and manifest.get("key") == key and not rerun:
+        hit = manifest is not None and manifest.get("key") == key and not rerun
+        adopted = None
+        if not hit and not rerun and reuse_from and not ddp.is_distributed():
+            adopted = _adopt(name, key, stage_dir, reuse_from)
+        if hit:
             log.info("stage %-8s cached (%s)", name, stage_dir)
             status[name] = {"cached": True, "manifest": manifest}
+        elif adopted is not None:
+            manifest, source = adopted
+            log.info("stage %-8s reused from %s", name, source)
+            status[name] = {"cached": True, "manifest": manifest, "reused_from": str(source)}
         else:
             log.info("stage %-8s running -> %s", name, stage_dir)
             manifest = _run_stage(name, recipe, run_dir, inputs, key, resume, shared=i <= last_shared)
