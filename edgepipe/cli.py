@@ -432,6 +432,33 @@ def sweep(
         raise typer.Exit(130) from None
 
 
+@app.command()
+def ensemble(
+    runs: Annotated[
+        list[Path], typer.Argument(metavar="RUN...", help="Finished run folders (same classes and split).")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the ensemble's graphs and report.")],
+    combine: Annotated[
+        str, typer.Option(help="mean (of softmax outputs) or linear (over logits, chosen on val).")
+    ] = "linear",
+    threads: Annotated[int, typer.Option(min=1, help="Intra-op threads for every runtime.")] = 2,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up runs per model.")] = 10,
+    min_iters: Annotated[int, typer.Option("--min-iters", min=1, help="At least this many timed runs.")] = 50,
+    min_seconds: Annotated[float, typer.Option("--min-seconds", min=0, help="And this much time.")] = 1.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Combine finished runs into one ONNX graph (FP32 and INT8) and bench it beside its members."""
+    _setup_logging(verbose)
+    try:
+        from edgepipe.experiments.ensemble import BenchSettings, build_ensemble
+
+        build_ensemble(runs, combine, out, BenchSettings(threads, warmup, min_iters, min_seconds))
+    except EdgepipeError as exc:
+        _fail(exc)
+    typer.echo((out / "report.md").read_text())
+    typer.echo(f"ensemble: {out / 'fp32.onnx'}, {out / 'int8.onnx'}; report: {out / 'report.json'}")
+
+
 def run() -> None:  # pragma: no cover - console entry for `python -m edgepipe`
     sys.exit(app())
 
