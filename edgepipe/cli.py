@@ -390,7 +390,7 @@ def sweep(
         typer.Option("--out", help="Folder of the variants' runs and sweep.md (artifacts/NAME-sweep)."),
     ] = None,
     engine: Annotated[
-        str, typer.Option(help="local (one after another) or ray (pip install 'edgepipe[ray]').")
+        str, typer.Option(help="local (one after another) or ray (pip install 'edgepipe[dist]').")
     ] = "local",
     ray_address: Annotated[
         str | None,

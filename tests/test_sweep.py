@@ -205,5 +205,5 @@ def test_ray_engine_without_ray_names_the_install(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_ray)
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(BASE))
-    with pytest.raises(Exception, match=r"pip install 'edgepipe\[ray\]'"):
+    with pytest.raises(Exception, match=r"pip install 'edgepipe\[dist\]'"):
         sweep.run_sweep(recipe, [parse_set("finetune.lr=0.1,0.2")], tmp_path / "s", engine="ray")

@@ -196,7 +196,7 @@ def _import_ray():
     try:
         import ray
     except ImportError:
-        raise missing_dependency("ray", "ray") from None
+        raise missing_dependency("ray", "dist") from None
     return ray
 
 
