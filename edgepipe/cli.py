@@ -390,7 +390,7 @@ def sweep(
         typer.Option("--out", help="Folder of the variants' runs and sweep.md (artifacts/NAME-sweep)."),
     ] = None,
     engine: Annotated[
-        str, typer.Option(help="local (one after another) or ray (pip install 'edgepipe[dist]').")
+        str, typer.Option(help="local (one after another) or ray (needs ray: the 'dist' extra).")
     ] = "local",
     ray_address: Annotated[
         str | None,
