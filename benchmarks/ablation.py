@@ -1,7 +1,7 @@
 """The shape of a published ablation table (top-1, macro precision/recall/F1, size, speed per variant), at a
 small scale on the built-in Fashion-MNIST, made by ``edgepipe sweep``.
 
-    .venv/bin/python benchmarks/ablation.py [--set KEY=V1,V2 ...] [--epochs 3] [--limit-per-class 40]
+    .venv/bin/python benchmarks/ablation.py [--set KEY=V1,V2 ...] [--epochs 6] [--limit-per-class 40]
         [--out artifacts/ablation] [--results benchmarks/results]
 
 Base: recipes/smoke.yaml with finetune.epochs, data.limit_per_class and stages [finetune, qat, export,
@@ -54,7 +54,7 @@ def write_recipe(args: argparse.Namespace) -> Path:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--set", dest="sets", action="append", metavar="KEY=V1,V2", help="default: see above")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--limit-per-class", type=int, default=40)
     p.add_argument("--out", default=str(ROOT / "artifacts" / "ablation"))
     p.add_argument("--results", default=str(RESULTS))
