@@ -249,7 +249,9 @@ def run_sweep(
     base = load_recipe(recipe_path)
     if engine not in ENGINES:
         raise RecipeError(f"--engine {engine}: unknown; fix: use one of {', '.join(ENGINES)}")
-    if "bench" not in base.stages:
+    from edgepipe.pipeline import plan
+
+    if "bench" not in plan(base):
         raise RecipeError(
             f"{recipe_path}: stages lacks bench, whose report the sweep table reads; fix: add bench to stages"
         )
