@@ -146,7 +146,7 @@ def test_linear_ensemble_is_one_graph_benched_beside_its_members_and_no_worse_on
     assert rows["ensemble int8"]["int8_mac_share"] > 0.9
     assert all(r["top1"] is not None and r["latency"]["p50_ms"] > 0 for r in rows.values())
     assert "| ensemble fp32 | onnxruntime |" in (out / "report.md").read_text()
-    assert (out / "ensemble_accuracy_vs_latency.png").exists()
+    assert (out / "accuracy_vs_latency.png").exists()
 
 
 @pytest.mark.slow

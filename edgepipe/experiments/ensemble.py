@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 COMBINERS = ("mean", "linear")
 PENALTIES = (1e-3, 1e-2, 1e-1)  # linear: L2 pull of the weights towards the logit average
 STEPS, EVERY = 300, 50  # linear: full-batch Adam steps; a candidate snapshot every EVERY steps
-PLOT = "ensemble_accuracy_vs_latency.png"
 
 
 @dataclass
@@ -101,11 +100,11 @@ def check_members(members: list[Member]) -> None:
             )
 
 
-def _logits(path: Path, x: np.ndarray, threads: int, batch: int = 64) -> np.ndarray:
+def _logits(path: Path, x: np.ndarray, threads: int) -> np.ndarray:
     from edgepipe.runtimes import get_runtime
+    from edgepipe.runtimes.predict import runtime_logits
 
-    rt = get_runtime("onnxruntime", path, threads=threads)
-    return np.concatenate([rt.predict(x[i : i + batch]) for i in range(0, len(x), batch)])
+    return runtime_logits(get_runtime("onnxruntime", path, threads=threads), x)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -257,11 +256,13 @@ def compose(paths: list[Path], combiner: Combiner, meta: dict[str, Any], out: Pa
 
 def split_arrays(member: Member, part: str):
     from edgepipe.data.loaders import SplitData
+    from edgepipe.models.preprocessing import Preprocessing
     from edgepipe.recipe import DataConfig
 
     source = json.loads(member.split.read_text())["source"]
     cfg = DataConfig(dataset=source.get("dataset"), root=source.get("root"))
-    return SplitData(member.split, cfg, member.meta["preprocessing"], seed=0).arrays(part)
+    pre = Preprocessing.from_dict(member.meta["preprocessing"])
+    return SplitData(member.split, cfg, pre, seed=0).arrays(part)
 
 
 def build_ensemble(
@@ -333,46 +334,114 @@ def build_ensemble(
 
 
 def _bench(members, graphs, test, settings: BenchSettings, summary: dict, out: Path) -> dict:
-    from edgepipe.bench.harness import bench_row
-    from edgepipe.bench.plots import accuracy_vs_latency
-    from edgepipe.bench.report import write_report
+    """Every member and the ensemble, both precisions, on ONNX Runtime over the test split: the rows, relative
+    numbers, document and Markdown of ``edgepipe bench`` (speed-up against the first member's FP32 graph)."""
+    from edgepipe.artifacts import atomic_write_text, hash_json, sha256_file
+    from edgepipe.bench.accuracy import score_logits
+    from edgepipe.bench.harness import measure, model_size_mb
+    from edgepipe.bench.loading import graph_compute
+    from edgepipe.bench.report import document, drop_samples, markdown, write_plots
+    from edgepipe.bench.rows import SameSetting, add_relative, build_row
     from edgepipe.bench.timing import environment
     from edgepipe.runtimes import get_runtime
+    from edgepipe.runtimes.predict import runtime_logits
 
     x, y = test
-    input_size = members[0].meta["preprocessing"]["input_size"]
+    meta = members[0].meta
+    input_size = list(meta["preprocessing"]["input_size"])
+    env = environment()
+    env["id"] = hash_json(env)[:12]
     models = [(f"{m.name} {p}", getattr(m, p)) for m in members for p in ("fp32", "int8")]
     models += [(f"ensemble {p}", g) for p, g in graphs.items()]
-    rows = []
+    rows, docs = [], []
     for label, path in models:
-        rt = get_runtime("onnxruntime", path, threads=settings.threads)
-        row = bench_row(
-            label,
-            path,
-            "onnxruntime",
-            rt,
-            x=x,
-            y=y,
-            input_size=input_size,
-            batch_size=1,
+        compute = graph_compute(path)
+        rt, timings, memory = measure(
+            lambda path=path: get_runtime("onnxruntime", path, threads=settings.threads),
+            input_size,
+            [1],
             warmup=settings.warmup,
             min_iters=settings.min_iters,
             min_seconds=settings.min_seconds,
+            keep_samples=True,
         )
-        row.pop("preds")
-        row["runtime_label"] = "onnxruntime"
+        row = build_row(
+            model=label,
+            file=str(path),
+            kind="onnx",
+            runtime="onnxruntime",
+            precision=None,
+            perf_hint=None,
+            threads=rt.options.get("threads"),
+            runtime_options=rt.describe(),
+            size_mb=round(model_size_mb(path), 3),
+            compute=compute,
+            latency=timings[1],
+            memory=memory,
+            scores=score_logits(runtime_logits(rt, x), y),
+            environment_id=env["id"],
+        )
+        del rt
         rows.append(row)
+        docs.append(
+            {
+                "name": label,
+                "file": str(path),
+                "kind": "onnx",
+                "sha256": sha256_file(path),
+                "size_mb": row["size_mb"],
+                "input_size": input_size,
+                "preprocessing": meta["preprocessing"],
+                "preprocessing_source": "ONNX metadata_props",
+                "classes": meta["classes"],
+                "classes_source": "ONNX metadata_props",
+                "runtimes": ["onnxruntime"],
+                "compute": compute,
+            }
+        )
         log.info("bench %-40s top-1 %.2f  p50 %.3f ms", label, row["top1"], row["latency"]["p50_ms"])
+    baseline = SameSetting(f"{members[0].name} fp32")
+    add_relative(rows, baseline)
+    source = json.loads(members[0].split.read_text())["source"]
     val = summary["val_top1"]
     best = max(val["members"]["fp32"], key=val["members"]["fp32"].get)
     notes = [
         f"combine: {summary['combine']}; chosen on {summary['val_images']} val images: {summary['chosen']}",
         f"val top-1 FP32: ensemble {val['ensemble']['fp32']:.2f}% vs best member {best} "
         f"{val['members']['fp32'][best]:.2f}%; INT8: ensemble {val['ensemble']['int8']:.2f}%",
-        "test top-1, GMACs and latency: each graph through ONNX Runtime; an ensemble's GMACs are its "
-        "members' plus the combiner's",
+        "an ensemble's GMACs are its members' plus the combiner's, counted on its one graph",
     ]
-    report = write_report(out, "ensemble", rows, environment(), {"ensemble": {"metrics": summary}}, notes)
-    view = [{**r, "runtime": r["runtime_label"], "batch_size": r["latency"]["batch_size"]} for r in rows]
-    accuracy_vs_latency(view, out / PLOT)
-    return report
+    plots = {k: p.name for k, p in write_plots(rows, out).items()}
+    drop_samples(rows)
+    doc = document(
+        environment=env,
+        settings={
+            "runtimes": ["onnxruntime"],
+            "threads": settings.threads,
+            "batch_sizes": [1],
+            "warmup": settings.warmup,
+            "min_iters": settings.min_iters,
+            "min_seconds": settings.min_seconds,
+            "precision": "f32",
+            "hint": "LATENCY",
+            "gates": [],
+        },
+        baseline=baseline.describe(),
+        data={
+            "data": source.get("dataset") or str(source.get("root")),
+            "kind": "test split of the members' runs",
+            "classes": meta["classes"],
+            "images": int(len(y)),
+            "available_images": int(len(y)),
+        },
+        models=docs,
+        rows=rows,
+        gates=[],
+        notes=notes,
+        plots=plots,
+        recipe="ensemble",
+        stages={"ensemble": {"metrics": summary}},
+    )
+    atomic_write_json(out / "report.json", doc)
+    atomic_write_text(out / "report.md", markdown(doc))
+    return doc

@@ -297,9 +297,9 @@ def _model_entry(row: dict, labels: list[int], preds: list[int] | None, classes:
         "size_mb": row["size_mb"],
         "p50_ms": row["latency"]["p50_ms"],
         "p90_ms": row["latency"]["p90_ms"],
-        "batch_size": row["latency"]["batch_size"],
-        "speedup_vs_fp32": row.get("speedup_vs_fp32"),
-        "efficiency_top1_per_gflop": row.get("efficiency_top1_per_gflop"),
+        "batch_size": row["batch_size"],
+        "speedup": row.get("speedup"),
+        "top1_per_gflop": row.get("top1_per_gflop"),
         "top1_per_ms": row.get("top1_per_ms"),
         "latency": row["latency"],
     }
@@ -420,9 +420,9 @@ def markdown(doc: dict[str, Any]) -> str:
                 _f(q.get("size_mb")),
                 _f(fp.get("p50_ms"), 3),
                 _f(q.get("p50_ms"), 3),
-                _f(q.get("speedup_vs_fp32")) + "x" if q.get("speedup_vs_fp32") else "–",
+                _f(q.get("speedup")) + "x" if q.get("speedup") else "–",
                 _f(q.get("top1_per_ms")),
-                _f(q.get("efficiency_top1_per_gflop"), 1),
+                _f(q.get("top1_per_gflop"), 1),
                 "yes" if e["int8_pareto"] else "",
             ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -462,7 +462,7 @@ def plot_rows(doc: dict[str, Any]) -> list[dict]:
                 rows.append(
                     {
                         "model": _label(e["settings"]),
-                        "runtime": f"{label} {e['runtime']}",
+                        "runtime_label": f"{label} {e['runtime']}",
                         "batch_size": m["batch_size"],
                         "top1": m["top1"],
                         "latency": m["latency"],
