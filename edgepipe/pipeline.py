@@ -244,7 +244,7 @@ def _build(
     run_dir.mkdir(parents=True, exist_ok=True)
     # rank 0 alone holds the run folder: the other ranks of the same torchrun follow its decisions
     with run_lock(run_dir) if ddp.is_main() else contextlib.nullcontext():
-        return _build_locked(recipe, run_dir, selected, force, from_stage, only, resume)
+        return _build_locked(recipe, run_dir, selected, force, from_stage, only, resume, reuse_from)
 
 
 def _build_locked(
@@ -255,6 +255,7 @@ def _build_locked(
     from_stage: str | None,
     only: str | None,
     resume: bool,
+    reuse_from: Sequence[Path] = (),
 ) -> dict[str, Any]:
     inputs: dict[str, dict] = {}
     status: dict[str, Any] = {}
