@@ -44,6 +44,8 @@ class _SamePad(nn.Module):
     quantization observer (it moves no value out of range), and the INT8 ONNX cleanup folds the exported Pad
     into the Conv's (asymmetric) pads attribute."""
 
+    keeps_quantization_grid = True  # quant/int32_bias.py: the conv after it reads its input's fake-quant
+
     def __init__(self, kernel: int, stride: int):
         super().__init__()
         self.kernel, self.stride = kernel, stride

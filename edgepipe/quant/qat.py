@@ -120,8 +120,10 @@ def _quantize_like_the_runtime(model: Any) -> None:
                 child.register_forward_hook(_observe_output)
 
 
-def prepare_qat(model: Any) -> Any:
-    """Fuse Conv+BN(+ReLU) and insert fake-quant; the model must be a torchvision quantizable twin."""
+def prepare_qat(model: Any, example: Any = None) -> Any:
+    """Fuse Conv+BN(+ReLU), insert fake-quant, and fake-quantize each conv/linear bias to int32 as the export
+    does (int32_bias.py); the model must be a quantizable twin. ``example`` (one input batch) binds each bias
+    to its input's fake-quant now; without it the model binds itself on its first forward."""
     tq = _tq()
     model.train()
     if not hasattr(model, "fuse_model"):
@@ -135,6 +137,11 @@ def prepare_qat(model: Any) -> Any:
         warnings.simplefilter("ignore")
         tq.prepare_qat(model, inplace=True)
     _quantize_like_the_runtime(model)
+    from edgepipe.quant.int32_bias import add_int32_biases, bind_int32_biases
+
+    add_int32_biases(model)
+    if example is not None:
+        bind_int32_biases(model, example)
     return model
 
 

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edgepipe.errors import ModelError
+from edgepipe.quant.int32_bias import quantized_bias
 from edgepipe.quant.qat import W_QMAX, W_QMIN, _tq, is_qat_conv, is_qat_linear
 
 
@@ -53,10 +54,15 @@ def _qdq_from(fq: Any) -> QDQ:
 class _QDQWeight(nn.Module):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, fq: Any):
         super().__init__()
-        self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
-        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
         self.register_buffer("w_scale", fq.scale.detach().clone().float())
         self.register_buffer("w_zero_point", fq.zero_point.detach().clone().int())
+        # Stored on the int8 grid as torch rounded it: torch rounds w * (1/s), the ONNX cleanup w / s, which
+        # differ at a channel's extreme (|w/s| = 127.5 exactly); re-rounding an on-grid value cannot differ.
+        on_grid = torch.fake_quantize_per_channel_affine(
+            weight.detach().float(), self.w_scale, self.w_zero_point, 0, W_QMIN, W_QMAX
+        )
+        self.weight = nn.Parameter(on_grid, requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
 
     def qweight(self) -> torch.Tensor:
         return torch.fake_quantize_per_channel_affine(
@@ -139,10 +145,11 @@ def _replacement(module: Any) -> nn.Module | None:
     out = _qdq_from(module.activation_post_process) if hasattr(module, "activation_post_process") else None
     if is_qat_conv(module):
         w, b = fold_conv_bn(module)
+        b = quantized_bias(module, b)  # the int32-grid bias QAT runs (the export re-rounds it: the same)
         relu = isinstance(module, (nniqat.ConvBnReLU2d, nniqat.ConvReLU2d))
         return QDQConv2d(module, w, b, module.weight_fake_quant, relu, out)
     relu = isinstance(module, nniqat.LinearReLU)
-    return QDQLinear(module.weight, module.bias, module.weight_fake_quant, relu, out)
+    return QDQLinear(module.weight, quantized_bias(module, module.bias), module.weight_fake_quant, relu, out)
 
 
 def to_qdq_module(qat_model: nn.Module) -> nn.Module:
