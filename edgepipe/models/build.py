@@ -164,11 +164,14 @@ def rebuild(checkpoint: dict, quantizable: bool = False) -> Any:
 def load_qat_model(checkpoint: dict) -> Any:
     """Rebuild a prepared QAT model from a qat checkpoint (architecture + quant config travel with it), with
     observers and BatchNorm statistics frozen, in eval mode."""
+    import torch
+
     from edgepipe.quant.qat import freeze_bn_stats, freeze_observers, prepare_qat
 
     cfg = ModelConfig(**{**checkpoint["model_cfg"], "pretrained": "none"})
     model, _ = build_model(cfg, checkpoint["num_classes"], quantizable=True)
-    prepare_qat(model)
+    size = checkpoint["preprocessing"]["input_size"]
+    prepare_qat(model, example=torch.zeros(1, *size))  # binds each int32 bias to its input's fake-quant
     model.load_state_dict(checkpoint["state_dict"])
     freeze_observers(model)
     freeze_bn_stats(model)

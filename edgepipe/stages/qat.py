@@ -77,11 +77,12 @@ def run(ctx: StageContext) -> StageResult:
     r, cfg = ctx.recipe, ctx.recipe.qat
     seed_everything(r.seed)
     float_ckpt = torch.load(ctx.input("checkpoint"), map_location="cpu", weights_only=False)
-    data = SplitData(ctx.input("split"), r.data, Preprocessing.from_dict(float_ckpt["preprocessing"]), r.seed)
+    pre = Preprocessing.from_dict(float_ckpt["preprocessing"])
+    data = SplitData(ctx.input("split"), r.data, pre, r.seed)
     model_cfg = ModelConfig(**{**float_ckpt["model_cfg"], "pretrained": "none"})
     model, _ = build_model(model_cfg, float_ckpt["num_classes"], quantizable=True)
     model.load_state_dict(float_ckpt["state_dict"])
-    prepare_qat(model)
+    prepare_qat(model, example=torch.zeros(1, *pre.input_size))  # binds each int32 bias to its input
     dev = device()
     model.to(dev)
     # The prepared twin's blocks are the float model's (fused in place), so the count means the same layers.
@@ -135,6 +136,8 @@ def run(ctx: StageContext) -> StageResult:
         "device": str(dev),
         "processes": ddp.world_size(),
         "freeze": freeze,
+        # the epochs actually used (an unset observer epoch resolved) and any freeze that never arrived
+        "freeze_plan": {"bn_epoch": bn_epoch, "observer_epoch": observer_epoch, "warnings": notes},
     }
     log.info("qat: fake-quant val top-1 %.2f, test top-1 %.2f", evals["val_top1"], evals["test_top1"])
     return StageResult(outputs={"qat_checkpoint": "model.pt"}, metrics=metrics)
