@@ -85,13 +85,13 @@ def main() -> None:
         onnx.save(clean_qdq(onnx.load(str(raw))), str(variants["int32_bias"]))
         steps = [
             (
-                "2. ONNX export as is (float biases), ORT fusions off",
+                "2. ONNX export as is (float-typed biases), ORT fusions off",
                 raw,
                 "onnxruntime",
                 {"optimization": "disable"},
             ),
             (
-                "3. cleaned, float biases kept, ORT fusions off",
+                "3. cleaned, float-typed biases kept, ORT fusions off",
                 variants["float_bias"],
                 "onnxruntime",
                 {"optimization": "disable"},
@@ -134,7 +134,7 @@ def main() -> None:
         "float_bias_contrast": contrast,
     }
     md = [
-        "# INT8 agreement with the torch fake-quant model, hop by hop",
+        f"# INT8 agreement with the torch fake-quant model, hop by hop ({recipe.name} run)",
         "",
         f"Produced by `benchmarks/int8_agreement.py` from the run `{args.run}` (recipe `{recipe.name}`) on "
         f"{len(y)} test images; "
