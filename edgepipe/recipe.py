@@ -431,6 +431,28 @@ class BenchConfig(_Strict):
         return gates
 
 
+class ExplainConfig(_Strict):
+    """The explain stage: a Grad-CAM grid of test images, FP32 and QAT side by side (stages/explain.py)."""
+
+    method: str = Field(default="gradcam", description="a CAM method of edgepipe explain --method")
+    per_class: int = Field(default=1, ge=1, le=5, description="most confident correct and wrong per class")
+    images: int | None = Field(
+        default=1000, ge=10, description="test images scored to pick from (seeded sample); null: all"
+    )
+    layer: str | None = Field(
+        default=None, description="module to explain; null: the arch's, or an earlier block if its map < 4x4"
+    )
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str) -> str:
+        from edgepipe.explain.cam import METHODS
+
+        if v not in METHODS:
+            raise ValueError(f"{v!r} is not one of {', '.join(METHODS)}")
+        return v
+
+
 class Recipe(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="run folder name under --out")
     seed: int = 0
@@ -444,6 +466,7 @@ class Recipe(_Strict):
     export: ExportConfig = ExportConfig()
     ptq: PtqConfig = PtqConfig()
     bench: BenchConfig = BenchConfig()
+    explain: ExplainConfig = ExplainConfig()
 
     @model_validator(mode="after")
     def _ordered_stages(self) -> Recipe:

@@ -45,17 +45,19 @@ def test_every_stage_writes_a_manifest_and_the_run_a_report(run):
         "split",
         "finetune",
         "qat",
+        "explain",
         "export",
         "ptq",
         "bench",
     ]
-    for stage in ("split", "finetune", "qat", "export", "ptq", "bench"):
+    for stage in ("split", "finetune", "qat", "explain", "export", "ptq", "bench"):
         m = json.loads((run_dir / stage / "manifest.json").read_text())
         assert m["stage"] == stage and m["versions"]["torch"] and m["wall_time_s"] >= 0
     report = json.loads((run_dir / "report.json").read_text())
     validate_document(report)  # the schema `edgepipe bench --json` writes too
     assert (run_dir / "report.md").read_text().startswith("# edgepipe report: tiny")
-    assert {"accuracy_vs_latency", "latency"} <= set(report["plots"])
+    assert {"accuracy_vs_latency", "latency", "gradcam"} <= set(report["plots"])
+    assert "](explain/gradcam_grid.png)" in (run_dir / "report.md").read_text()
     assert all((run_dir / p).is_file() for p in report["plots"].values())
     rows = {(r["model"], r["runtime_label"]): r for r in report["rows"]}
     assert set(rows) >= {
@@ -98,4 +100,25 @@ def test_changing_a_qat_value_reruns_qat_export_and_bench_only(own_run):
     changed = own_run["tmp"] / "changed.yaml"
     changed.write_text(yaml.safe_dump(recipe))
     status = build(load_recipe(changed), own_run["out"])
-    assert [n for n, s in status.items() if not s["cached"]] == ["qat", "export", "bench"]
+    assert [n for n, s in status.items() if not s["cached"]] == ["qat", "explain", "export", "bench"]
+
+
+def test_explain_grid_shows_fp32_and_qat_on_the_same_images_each_class_right_and_wrong(run):
+    from PIL import Image
+
+    stage = run["out"] / "tiny" / "explain"
+    doc = json.loads((stage / "examples.json").read_text())
+    assert doc["classes"] == ["class_0", "class_1", "class_2"] and doc["method"] == "gradcam"
+    # 32-pixel input: features.16 is 1x1 there, so an earlier block with a map of at least 4x4 is explained
+    assert doc["layer"].startswith("features.") and min(doc["map_size"]) >= 4
+    images = doc["images"]
+    assert images and {e["kind"] for e in images} <= {"correct", "wrong"}
+    for e in images:
+        assert doc["classes"][e["label"]] == e["class"]
+        assert e["fp32"]["correct"] == (e["kind"] == "correct") == (e["fp32"]["pred"] == e["class"])
+        assert 0 < e["fp32"]["prob"] <= 1 and 0 < e["qat"]["prob"] <= 1 and "correct" in e["qat"]
+    # at most one of each kind per class (per_class 1), the most confident one first
+    kinds = [(e["class"], e["kind"]) for e in images]
+    assert len(kinds) == len(set(kinds)) and {k for _, k in kinds} >= {"correct"}
+    with Image.open(stage / "gradcam_grid.png") as im:
+        assert im.width > 400 and im.height > 400  # 3 rows x 4 columns of overlays

@@ -16,7 +16,8 @@ from edgepipe.artifacts import atomic_write_json, atomic_write_text
 from edgepipe.bench.rows import baseline_name
 
 SCHEMA = "edgepipe.bench/2"
-PLOTS = {"accuracy_vs_latency": "accuracy vs latency", "latency": "latency distribution"}
+PLOTS = {"accuracy_vs_latency": "accuracy vs latency", "latency": "latency distribution",
+         "gradcam": "Grad-CAM of test images, FP32 vs QAT"}  # fmt: skip
 _MATCH_WORDS = {"runtime_label": "runtime (with its precision)", "runtime": "runtime", "batch_size": "batch"}
 
 
@@ -221,6 +222,8 @@ def write_run_report(run_dir: Path, recipe, status: dict[str, Any]) -> dict[str,
     }
     rows = measured["rows"]
     plots = {k: p.name for k, p in write_plots(rows, run_dir).items()}  # beside report.json
+    if "explain" in status:  # the explain stage's grid (its images and both models' predictions beside it)
+        plots["gradcam"] = f"explain/{status['explain']['manifest']['outputs']['cam_grid']['file']}"
     drop_samples(rows)
     doc = document(
         environment=measured["environment"],

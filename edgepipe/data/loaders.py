@@ -35,15 +35,17 @@ class SplitData:
             seed=self.seed,
         )
 
-    def arrays(self, part: str, limit: int | None = None):
-        """The eval-preprocessed images of a part as one float32 NCHW array (+ labels): for runtimes."""
+    def arrays(self, part: str, limit: int | None = None, indices: list[int] | None = None):
+        """The eval-preprocessed images of a part as one float32 NCHW array (+ labels): for runtimes.
+        ``indices``: only those samples, in that order (else the first ``limit``, else all)."""
         import numpy as np
         import torch
 
         ds = self.dataset(part)
-        n = len(ds) if limit is None else min(limit, len(ds))
+        if indices is None:
+            indices = list(range(len(ds) if limit is None else min(limit, len(ds))))
         xs, ys = [], []
-        for x, y in make_loader(torch.utils.data.Subset(ds, range(n)), 256, False, self.cfg.num_workers, 0):
+        for x, y in make_loader(torch.utils.data.Subset(ds, indices), 256, False, self.cfg.num_workers, 0):
             xs.append(x.numpy())
             ys.append(y.numpy())
         return np.concatenate(xs).astype(np.float32), np.concatenate(ys)

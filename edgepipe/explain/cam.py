@@ -122,6 +122,50 @@ def target_layer(module: Any, arch: str | None, override: str | None = None) -> 
     return name, named[name]
 
 
+def map_sizes(module: Any, names: list[str], x: np.ndarray) -> dict[str, tuple[int, int]]:
+    """(H, W) of each named module's output for the input ``x`` (one forward), in the order they ran."""
+    import torch
+
+    named = dict(module.named_modules())
+    sizes: dict[str, tuple[int, int]] = {}
+
+    def record(name: str):
+        def hook(_module, _inputs, out) -> None:  # returns None: the output passes on unchanged
+            if isinstance(out, torch.Tensor) and out.dim() == 4:
+                sizes.setdefault(name, (int(out.shape[-2]), int(out.shape[-1])))
+
+        return hook
+
+    hooks = [named[n].register_forward_hook(record(n)) for n in names if n in named]
+    try:
+        with torch.no_grad():
+            module.eval()(torch.from_numpy(np.ascontiguousarray(x[:1], dtype=np.float32)))
+    finally:
+        for h in hooks:
+            h.remove()
+    return sizes
+
+
+def layer_for_input(model: Explainable, x: np.ndarray, min_side: int = 4) -> tuple[str, tuple[int, int]]:
+    """The arch's layer (target_layer) when its map has at least ``min_side`` pixels a side at this input
+    size; else the deepest of its sibling modules that has (a 32-pixel Fashion-MNIST input leaves
+    MobileNetV3's last block 1x1: one number, a flat heat map). Returns (name, map size)."""
+    name, _ = target_layer(model.module, model.arch)
+    parent = name.rpartition(".")[0]
+    owner = dict(model.module.named_modules())[parent]
+    siblings = [f"{parent}.{n}" if parent else n for n, _ in owner.named_children()]
+    sizes = map_sizes(model.module, [*siblings, name], x)
+    if name not in sizes or min(sizes[name]) >= min_side:
+        return name, sizes.get(name, (0, 0))
+    ran = list(sizes)  # forward order
+    big = [n for n in ran[: ran.index(name)] if min(sizes[n]) >= min_side]
+    if not big:
+        return name, sizes[name]
+    log.info("%s's map is %dx%d at this input size; explaining %s (%dx%d) instead", name, *sizes[name],
+             big[-1], *sizes[big[-1]])  # fmt: skip
+    return big[-1], sizes[big[-1]]
+
+
 @dataclass
 class Explanation:
     cams: np.ndarray  # (N, H, W) in [0, 1], at the model's input size

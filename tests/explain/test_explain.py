@@ -143,3 +143,17 @@ def test_unknown_method_is_one_line(run_dir, imagefolder, tmp_path):
     res = runner.invoke(app, ["explain", str(run_dir / "finetune" / "model.pt"), str(img), "--out",
                               str(tmp_path), "--method", "magic"])  # fmt: skip
     assert res.exit_code == 7 and "unknown --method 'magic'" in res.output
+
+
+def test_layer_for_input_keeps_the_arch_layer_unless_its_map_is_too_small(run_dir):
+    from edgepipe.explain.cam import layer_for_input, map_sizes
+
+    m = load_explainable(run_dir / "finetune" / "model.pt")
+    big = np.zeros((1, 3, 160, 160), np.float32)
+    assert layer_for_input(m, big) == ("features.16", (5, 5))
+    small = np.zeros((1, 3, 32, 32), np.float32)  # features.16 is 1x1 here: a flat map
+    name, size = layer_for_input(m, small)
+    sizes = map_sizes(m.module, [f"features.{i}" for i in range(17)], small)
+    assert sizes["features.16"] == (1, 1) and size == sizes[name] == (4, 4)
+    deeper = [n for n in sizes if int(n.split(".")[1]) > int(name.split(".")[1])]
+    assert deeper and all(min(sizes[n]) < 4 for n in deeper)  # the deepest block with a 4x4 map

@@ -21,8 +21,8 @@ def _spec(name: str, needs=(), outputs=(), optional=()) -> StageSpec:
 
 
 def test_the_order_is_derived_from_what_each_stage_needs():
-    assert stages.order() == ("split", "finetune", "qat", "export", "ptq", "bench")
-    assert stages.listable() == ("finetune", "qat", "export", "ptq", "bench")  # split always runs
+    assert stages.order() == ("split", "finetune", "qat", "explain", "export", "ptq", "bench")
+    assert stages.listable() == ("finetune", "qat", "explain", "export", "ptq", "bench")  # split always runs
 
 
 def test_order_follows_needs_and_optional_inputs_whatever_the_declaration_order():
@@ -55,7 +55,7 @@ def test_the_registry_refuses_a_second_stage_of_a_name_or_a_second_maker_of_an_o
 
 
 def test_plan_runs_split_then_the_listed_stages_in_pipeline_order():
-    assert plan(parse_recipe(BASE)) == ["split", "finetune", "qat", "export", "ptq", "bench"]
+    assert plan(parse_recipe(BASE)) == ["split", "finetune", "qat", "explain", "export", "ptq", "bench"]
     listed = parse_recipe({**BASE, "stages": ["qat", "finetune"]})
     assert plan(listed) == ["split", "finetune", "qat"]
 
@@ -66,7 +66,7 @@ def test_plan_refuses_a_recipe_that_drops_a_needed_stage():
 
 
 def test_plan_refuses_an_unknown_stage_naming_the_known_ones():
-    known = r"'finetune', 'qat', 'export', 'ptq', 'bench'; fix: did you mean 'qat'"
+    known = r"'finetune', 'qat', 'explain', 'export', 'ptq', 'bench'; fix: did you mean 'qat'"
     with pytest.raises(RecipeError, match=rf"stages\.1: 'qatt' is not one of {known}"):
         plan(parse_recipe({**BASE, "stages": ["finetune", "qatt"]}))
     with pytest.raises(RecipeError, match=r"stages\.0: 'split' is not one of"):  # it always runs
