@@ -17,15 +17,26 @@ def _resize(pre: Preprocessing):
     return v2.Resize(pre.resize, interpolation=InterpolationMode(pre.interpolation), antialias=True)
 
 
+def _eval_geometry_ops(pre: Preprocessing) -> list:
+    from torchvision.transforms import v2
+
+    return [v2.PILToTensor(), _resize(pre), v2.CenterCrop(pre.crop)]
+
+
+def eval_geometry(pre: Preprocessing):
+    """eval_transform up to its uint8 CHW crop (edgepipe predict scales and normalises whole batches)."""
+    from torchvision.transforms import v2
+
+    return v2.Compose(_eval_geometry_ops(pre))
+
+
 def eval_transform(pre: Preprocessing):
     import torch
     from torchvision.transforms import v2
 
     return v2.Compose(
         [
-            v2.PILToTensor(),
-            _resize(pre),
-            v2.CenterCrop(pre.crop),
+            *_eval_geometry_ops(pre),
             v2.ToDtype(torch.float32, scale=True),
             v2.Normalize(list(pre.mean), list(pre.std)),
         ]

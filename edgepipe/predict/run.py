@@ -19,7 +19,7 @@ import numpy as np
 
 from edgepipe.bench import accuracy as acc
 from edgepipe.errors import BenchInputError, DataError, EdgepipeError
-from edgepipe.predict.decode import Decoded, image_decoder, ordered_map
+from edgepipe.predict.decode import BatchNormalizer, Decoded, image_loader, ordered_map
 from edgepipe.predict.inputs import Input, expand_inputs
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ class PredictResult:
             f"{n} inputs, {n} rows (one per input, in input order); {n - len(self.errors)} predicted, "
             f"{len(self.errors)} unreadable; {t['images_per_s']:.1f} images/s on {self.runtime['runtime']} "
             f"(decode {t['decode_s']:.2f} s in workers, waited for it {t['decode_wait_s']:.2f} s; "
-            f"inference {t['infer_s']:.2f} s)"
+            f"normalise {t['normalize_s']:.2f} s; inference {t['infer_s']:.2f} s)"
         )
         if self.evaluation:
             e = self.evaluation
@@ -171,18 +171,20 @@ def _run(rt, items: list[Input], pre: dict, batch: int, fixed: bool, opts: Predi
     from edgepipe.progress import track
     from edgepipe.runtimes.predict import padded_logits
 
-    decode = image_decoder(pre)
-    stream = ordered_map(decode, items, opts.workers, window=max(2 * batch, 4 * opts.workers))
+    stream = ordered_map(image_loader(pre), items, opts.workers, window=max(2 * batch, 4 * opts.workers))
+    normalize = BatchNormalizer(pre)  # one float32 batch buffer, refilled for every batch
     rows: list[Row] = []
     outs: list[np.ndarray] = []
     pending: list[Decoded] = []
-    timing = {"decode_s": 0.0, "decode_wait_s": 0.0, "infer_s": 0.0}
+    timing = {"decode_s": 0.0, "decode_wait_s": 0.0, "normalize_s": 0.0, "infer_s": 0.0}
 
     def flush() -> None:
-        x = np.stack([d.array for d in pending])  # type: ignore[misc]
         t0 = time.perf_counter()
+        x = normalize([d.array for d in pending])  # type: ignore[misc]
+        t1 = time.perf_counter()
         outs.append(padded_logits(rt, x, batch if fixed else None))
-        timing["infer_s"] += time.perf_counter() - t0
+        timing["normalize_s"] += t1 - t0
+        timing["infer_s"] += time.perf_counter() - t1
         pending.clear()
 
     start = time.perf_counter()
