@@ -122,3 +122,52 @@ def test_explain_grid_shows_fp32_and_qat_on_the_same_images_each_class_right_and
     assert len(kinds) == len(set(kinds)) and {k for _, k in kinds} >= {"correct"}
     with Image.open(stage / "gradcam_grid.png") as im:
         assert im.width > 400 and im.height > 400  # 3 rows x 4 columns of overlays
+
+
+def test_predict_on_the_runs_int8_onnx_one_row_per_input_and_the_same_accuracy_as_bench(run, tmp_path):
+    """The issue's check on the tiny run: the run's test images as an ImageFolder with broken files mixed in;
+    predict keeps every input in order, counts the broken ones, and scores the good ones as bench does."""
+    import csv
+    import shutil
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from edgepipe.cli import app
+
+    run_dir = run["out"] / "tiny"
+    split = json.loads((run_dir / "split" / "split.json").read_text())
+    folder = tmp_path / "test_images"
+    for ref, label in split["test"]:
+        (folder / split["classes"][label]).mkdir(parents=True, exist_ok=True)
+        shutil.copy(run["data"] / ref, folder / split["classes"][label] / ref.replace("/", "_"))
+    good = shutil.copytree(folder, tmp_path / "good")
+    first = next((folder / split["classes"][0]).iterdir())
+    (folder / split["classes"][0] / "broken_text.png").write_text("not an image")
+    (folder / split["classes"][1] / "broken_truncated.png").write_bytes(first.read_bytes()[:60])
+    (folder / split["classes"][2] / "broken_empty.png").write_bytes(b"")
+    model = run_dir / "export" / "int8.onnx"
+    runner = CliRunner()
+    res = runner.invoke(app, ["predict", str(model), str(folder), "--eval", "--out", str(tmp_path / "p.csv"),
+                              "--json", str(tmp_path / "p.json"), "--threads", "1"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    inputs = sorted(p for p in folder.rglob("*") if p.is_file())
+    assert [r["path"] for r in rows] == [str(p) for p in inputs]  # one row per input, in input order
+    assert sorted(Path(r["path"]).name for r in rows if r["error"]) == [
+        "broken_empty.png", "broken_text.png", "broken_truncated.png"
+    ]  # fmt: skip
+    n = len(inputs)
+    assert f"{n} inputs, {n} rows" in res.stderr and "3 unreadable" in res.stderr
+    evaluation = json.loads((tmp_path / "p.json").read_text())["evaluation"]
+    assert evaluation["images"] == len(split["test"]) and evaluation["unscored"] == 3
+    bench = runner.invoke(app, ["bench", str(model), "--data", str(good), "--runtime", "onnxruntime",
+                                "--threads", "1", "--warmup", "1", "--min-iters", "2", "--min-seconds", "0",
+                                "--json", str(tmp_path / "b.json")])  # fmt: skip
+    assert bench.exit_code == 0, bench.output
+    (row,) = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert evaluation["top1"] == row["top1"] and evaluation["macro_f1"] == row["macro_f1"]
+    # and both equal the build's own bench row for the INT8 model on this test split
+    report = json.loads((run_dir / "report.json").read_text())
+    built = next(r for r in report["rows"] if (r["model"], r["runtime_label"]) == ("int8-qat", "onnxruntime"))
+    assert evaluation["top1"] == built["top1"]

@@ -21,8 +21,8 @@ def imagenet_checkpoint(path: Path) -> Path:
     import torch
     from torchvision.models import MobileNet_V3_Large_Weights
 
-    from edgepipe.data.transforms import preprocessing_from
     from edgepipe.models.build import imagenet_state_dict
+    from edgepipe.models.preprocessing import Preprocessing
     from edgepipe.models.registry import get_spec
     from edgepipe.recipe import DataConfig, ModelConfig
 
@@ -31,7 +31,8 @@ def imagenet_checkpoint(path: Path) -> Path:
     model.load_state_dict(imagenet_state_dict(spec))
     cfg = ModelConfig(arch=spec.name, pretrained="none")
     # crop_pct 1: the whole short side, so the overlay shows background beside the cat, not just its face
-    pre = preprocessing_from(DataConfig(dataset="fashion-mnist", image_size=224, crop_pct=1.0), spec.name)
+    data = DataConfig(dataset="fashion-mnist", image_size=224, crop_pct=1.0)
+    pre = Preprocessing.for_model(spec.name, data).to_dict()
     torch.save(
         {
             "arch": spec.name,

@@ -7,6 +7,7 @@ Exported graphs (ONNX, OpenVINO IR) carry no gradients: explaining them is refus
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,6 +177,39 @@ class Explanation:
     method: str
 
 
+@contextlib.contextmanager
+def _output_fake_quant_off(net: Any, x: Any):
+    """A QAT model's CAM is taken of its logits before the fake-quant that quantizes them: fake-quant passes
+    no gradient where it clamps, and the winning logit often sits at the top of the calibrated range, which
+    left a flat (all-zero) map for about half of the images. Only that last fake-quant is switched off, only
+    while the maps are computed; the probabilities are the full QAT model's."""
+    import torch
+
+    from edgepipe.quant.qat import fake_quant_modules
+
+    calls: list[tuple[Any, Any]] = []
+    mods = [m for n, m in fake_quant_modules(net) if not n.endswith("weight_fake_quant")]
+    hooks = [m.register_forward_hook(lambda mod, _i, out: calls.append((mod, out))) for m in mods]
+    try:
+        with torch.no_grad():
+            out = net(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    last = calls[-1] if calls else None
+    if last is None or not (isinstance(last[1], torch.Tensor) and torch.equal(last[1], out)):
+        yield  # the output is not fake-quantized: nothing clamps the target logit
+        return
+    fq = last[0]
+    was_on = bool(fq.fake_quant_enabled[0])
+    fq.disable_fake_quant()
+    try:
+        yield
+    finally:
+        if was_on:
+            fq.enable_fake_quant()
+
+
 def explain_batch(
     model: Explainable,
     x: np.ndarray,
@@ -199,8 +233,9 @@ def explain_batch(
     pred = probs.argmax(1)
     target = np.asarray(targets if targets is not None else pred, dtype=np.int64)
     try:
-        with getattr(gc, METHODS[method])(model=net, target_layers=[module]) as cam:
-            maps = cam(input_tensor=xt, targets=[ClassifierOutputTarget(int(t)) for t in target])
+        with _output_fake_quant_off(net, xt[:1]) if model.quantized else contextlib.nullcontext():
+            with getattr(gc, METHODS[method])(model=net, target_layers=[module]) as cam:
+                maps = cam(input_tensor=xt, targets=[ClassifierOutputTarget(int(t)) for t in target])
     except (RuntimeError, ValueError, IndexError) as exc:
         raise EdgepipeError(
             f"{method} failed at layer '{name}' ({str(exc).splitlines()[0][:160]}); fix: pass --target-layer "

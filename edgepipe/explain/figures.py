@@ -71,7 +71,10 @@ def grid_png(
                 ax.set_title(f"{col_labels[j]}\n{ax.get_title()}", fontsize=8)
             if j == 0 and row_labels:
                 ax.set_ylabel(row_labels[i], fontsize=8)
+    top = 1.0
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+        height = fig.get_size_inches()[1]
+        top = 1.0 - (0.2 * (title.count("\n") + 1) + 0.1) / height  # room for the title above the cells
+    fig.tight_layout(rect=(0, 0, 1, top))
     return _save(fig, path)
