@@ -94,7 +94,7 @@ def test_only_and_from_rerun_what_they_name(own_run):
     assert [n for n, s in status.items() if not s["cached"]] == ["ptq", "bench"]
 
 
-def test_changing_a_qat_value_reruns_qat_export_and_bench_only(own_run):
+def test_changing_a_qat_value_reruns_qat_explain_export_and_bench_only(own_run):
     recipe = yaml.safe_load(own_run["recipe"].read_text())
     recipe["qat"]["lr"] = 0.0002
     changed = own_run["tmp"] / "changed.yaml"
