@@ -159,19 +159,22 @@ def test_layer_for_input_keeps_the_arch_layer_unless_its_map_is_too_small(run_di
     assert deeper and all(min(sizes[n]) < 4 for n in deeper)  # the deepest block with a 4x4 map
 
 
-def test_qat_maps_are_not_flat_when_the_output_fake_quant_clamps_the_winning_logit(run_dir):
+def test_qat_maps_do_not_depend_on_the_output_fake_quant_clamping_the_winning_logit(run_dir):
     """Fake-quant passes no gradient where it clamps: with the logits' range squeezed, every top logit is
     clamped, and a CAM of the quantized logits would be all zeros. The maps are of the logits before that
-    last fake-quant; the probabilities stay the full QAT model's, and the fake-quant is switched back on."""
+    last fake-quant, so squeezing its range leaves them as they were; the probabilities stay the full QAT
+    model's, and the fake-quant is switched back on."""
     from edgepipe.quant.qat import fake_quant_modules
 
     m = load_explainable(run_dir / "qat" / "model.pt")
+    x = np.random.default_rng(1).standard_normal((4, 3, 64, 64)).astype(np.float32)
+    before = explain_batch(m, x, "gradcam")
+    assert any(c.max() > c.min() for c in before.cams)
     out_fq = dict(fake_quant_modules(m.module))["classifier.3.activation_post_process"]  # the logits'
     out_fq.scale.fill_(1e-5)  # the logits' range shrinks to about +-0.001: every winning logit is clamped
-    x = np.random.default_rng(1).standard_normal((3, 3, 64, 64)).astype(np.float32)
     with torch.no_grad():
         probs = torch.softmax(m.module(torch.from_numpy(x)), 1).numpy()
-    ex = explain_batch(m, x, "gradcam")
-    assert all(c.max() > c.min() for c in ex.cams)
-    np.testing.assert_allclose(ex.prob, probs.max(1), rtol=1e-6)
+    after = explain_batch(m, x, "gradcam", targets=before.target.tolist())
+    np.testing.assert_allclose(after.cams, before.cams, atol=1e-5)
+    np.testing.assert_allclose(after.prob, probs.max(1), rtol=1e-6)
     assert bool(out_fq.fake_quant_enabled[0])
