@@ -5,8 +5,8 @@ small scale on the built-in Fashion-MNIST, made by ``edgepipe sweep``.
         [--out artifacts/ablation] [--results benchmarks/results]
 
 Base: recipes/smoke.yaml with finetune.epochs, data.limit_per_class and stages [finetune, qat, export,
-bench] (ONNX Runtime only) set here. Default grid: model.attention=se,eca x model.head=linear,arcmargin
-where the recipe has those keys, else model.width_mult=0.35,0.5 x finetune.lr=0.001,0.003. The script
+bench] (ONNX Runtime only) set here. Default grid: model.attention=se,eca x model.head=linear,arcmargin.
+The script
 runs the ``edgepipe sweep`` command (so a killed run resumes where it stopped: rerun it) and copies its
 sweep.md, sweep.json and plot to RESULTS/ablation.{md,json,png}. At this scale (a few hundred 32x32
 images, a few epochs) differences between variants are within noise; the table shows the shape, not a
@@ -25,16 +25,12 @@ from pathlib import Path
 import yaml
 
 from edgepipe.artifacts import atomic_write_json, atomic_write_text
-from edgepipe.recipe import ModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
 
 
-def default_grid() -> list[str]:
-    if {"attention", "head"} <= set(ModelConfig.model_fields):
-        return ["model.attention=se,eca", "model.head=linear,arcmargin"]
-    return ["model.width_mult=0.35,0.5", "finetune.lr=0.001,0.003"]
+DEFAULT_GRID = ["model.attention=se,eca", "model.head=linear,arcmargin"]
 
 
 def write_recipe(args: argparse.Namespace) -> Path:
@@ -60,7 +56,7 @@ def main() -> None:
     p.add_argument("--results", default=str(RESULTS))
     args = p.parse_args()
     recipe = write_recipe(args)
-    sets = args.sets or default_grid()
+    sets = args.sets or DEFAULT_GRID
     cmd = [sys.executable, "-m", "edgepipe.cli", "sweep", str(recipe), "--out", args.out]
     for s in sets:
         cmd += ["--set", s]
