@@ -220,6 +220,6 @@ def test_ablation_benchmark_writes_a_valid_recipe_and_a_grid_the_recipe_accepts(
     spec.loader.exec_module(mod)
     path = mod.write_recipe(argparse.Namespace(out=str(tmp_path), epochs=2, limit_per_class=10))
     raw = yaml.safe_load(path.read_text())
-    variants = expand(raw, [parse_set(s) for s in mod.default_grid()], "ablation")
+    variants = expand(raw, [parse_set(s) for s in mod.DEFAULT_GRID], "ablation")
     assert len(variants) == 4 and all(v.recipe.finetune.epochs == 2 for v in variants)
     assert variants[0].recipe.stages == ("finetune", "qat", "export", "bench")
