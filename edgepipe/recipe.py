@@ -292,10 +292,13 @@ class _TrainOptions(_Strict):
     )
     grad_clip_norm: float | None = Field(default=None, gt=0, description="clip the global gradient norm")
     channels_last: Literal["auto", "on", "off"] = Field(
-        default="auto", description="NHWC tensors; auto: on with CUDA only (see train/precision.py)"
+        default="auto", description="NHWC tensors; auto: timed at the start of training (train/autotune.py)"
+    )
+    compile: Literal["auto", "on", "off"] = Field(
+        default="auto", description="torch.compile the model; auto: if timed faster, its compile time paid"
     )
 
-    @field_validator("channels_last", mode="before")
+    @field_validator("channels_last", "compile", mode="before")
     @classmethod
     def _switch(cls, v: object) -> object:
         return _on_off(v)
@@ -324,8 +327,9 @@ class FinetuneConfig(_TrainOptions):
     patience: int = Field(default=5, ge=1, description="early stopping on val top-1")
     amp: Literal["auto", "on", "off", "bf16"] = Field(
         default="auto",
-        description="auto: float16 autocast + GradScaler with CUDA, off on CPU; on: float16, CUDA only; "
-        "bf16: bfloat16 autocast on any device (QAT always trains in float32)",
+        description="auto: float16 autocast + GradScaler with CUDA; on a CPU bf16 autocast if timed faster "
+        "(native bf16 only), else float32; on: float16, CUDA only; bf16: bfloat16 autocast on any device "
+        "(QAT always trains in float32)",
     )
     max_batches_per_epoch: int | None = Field(default=None, ge=1)
 

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 os.environ.setdefault("EDGEPIPE_PROGRESS", "0")
+os.environ.setdefault("EDGEPIPE_AUTOTUNE_CACHE", "off")  # tests never write the user's timing cache
 
 
 def make_imagefolder(

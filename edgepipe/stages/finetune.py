@@ -73,6 +73,7 @@ def run(ctx: StageContext) -> StageResult:
         "processes": ddp.world_size(),
         "weights_source": weights_source,
         "freeze": freeze,
+        "speed": result.speed,
     }
     log.info("finetune: val top-1 %.2f, test top-1 %.2f", evals["val_top1"], evals["test_top1"])
     return StageResult(outputs={"checkpoint": "model.pt", "history": "history.csv"}, metrics=metrics)

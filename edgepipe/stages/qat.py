@@ -138,6 +138,7 @@ def run(ctx: StageContext) -> StageResult:
         "freeze": freeze,
         # the epochs actually used (an unset observer epoch resolved) and any freeze that never arrived
         "freeze_plan": {"bn_epoch": bn_epoch, "observer_epoch": observer_epoch, "warnings": notes},
+        "speed": result.speed,  # fake-quant trains in float32; a failed compile shows as its error
     }
     log.info("qat: fake-quant val top-1 %.2f, test top-1 %.2f", evals["val_top1"], evals["test_top1"])
     return StageResult(outputs={"qat_checkpoint": "model.pt"}, metrics=metrics)

@@ -18,7 +18,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from edgepipe.progress import track
-from edgepipe.train import distributed, precision
+from edgepipe.train import autotune, distributed, precision
 from edgepipe.train.optim import as_schedule
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ class FitResult:
     best_epoch: int = -1
     best_val_top1: float = -1.0
     stopped_early: bool = False
+    speed: dict[str, Any] | None = None  # how it trained (layout, compile, autocast) and why: autotune.py
 
 
 def _batches(loader, max_batches: int | None):
@@ -149,6 +150,7 @@ def fit(
     patience: int,
     amp: str = "off",
     channels_last: str = "off",
+    compile: str = "off",
     max_batches: int | None = None,
     on_epoch_start: Callable[[int], None] | None = None,
     on_epoch_end: Callable[[int, dict], None] | None = None,
@@ -164,19 +166,32 @@ def fit(
     ``scheduler`` steps per batch and, for a plateau schedule, per epoch on val top-1 (see optim.py);
     ``freezer`` sets the trainable blocks at each epoch's start (see freeze.py); ``resume`` continues from
     a saved state and saves one after every epoch (see resume.py). ``model`` is the plain module: under
-    torchrun it is trained through DDP and validated on rank 0 (see distributed.py).
+    torchrun it is trained through DDP and validated on rank 0 (see distributed.py). ``amp``,
+    ``channels_last`` and ``compile`` set to ``auto`` are decided by timing a few steps of each candidate
+    (autotune.py); the decision and its timings are in ``result.speed``.
     """
     import torch
 
     from edgepipe.train import resume as resuming
 
-    amp_dtype = precision.amp_dtype(amp, device)
+    precision.amp_dtype(amp, device)  # an impossible explicit setting fails before any measuring
+    precision.channels_last(channels_last, device)
+    if compile not in precision.LAYOUT_SETTINGS:
+        raise ValueError(f"compile must be one of {precision.LAYOUT_SETTINGS} (got {compile!r})")
+    result = result or FitResult()
+    steps = len(train_loader) if max_batches is None else min(len(train_loader), max_batches)
+    decision = autotune.choose(
+        model, optimizer, criterion, train_loader, device,
+        autotune.Settings(channels_last=channels_last, compile=compile, amp=amp),
+        planned_steps=max(0, epochs - start_epoch) * steps,
+        keep_eval=freezer.frozen if freezer is not None else (),
+    )
+    result.speed = decision.record
+    amp_dtype, nhwc = decision.candidate.dtype(), decision.candidate.channels_last
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None  # bf16 needs no scaling
-    nhwc = precision.channels_last(channels_last, device)
     if nhwc:  # before any DDP wrap
         model.to(memory_format=torch.channels_last)
     schedule = as_schedule(scheduler)
-    result = result or FitResult()
     if resume is not None and resume.state is not None:
         start_epoch = resuming.restore(resume.state, model, optimizer, schedule, scaler, train_loader, result)
         if result.stopped_early:
@@ -188,6 +203,8 @@ def fit(
         frozen = len(freezer.frozen) if freezer is not None else 0
         if wrapped_at != frozen:  # DDP syncs only the parameters trainable when it wraps: re-wrap on change
             net, wrapped_at = distributed.wrap(model, device), frozen
+            if decision.candidate.compile:  # a new wrapper is a new graph: compiled again
+                net = autotune.compile_module(net)
         sampler = getattr(train_loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):  # DistributedSampler: a new shuffle each epoch
             sampler.set_epoch(epoch)

@@ -77,6 +77,7 @@ def train_model(model, data: SplitData, recipe: Recipe, cfg: FinetuneConfig | Qa
         max_batches=cfg.max_batches_per_epoch,
         grad_clip_norm=cfg.grad_clip_norm,
         channels_last=cfg.channels_last,
+        compile=cfg.compile,
         freezer=freezer,
         **hooks,
     )
