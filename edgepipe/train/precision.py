@@ -1,10 +1,10 @@
-"""Mixed precision and memory format for the training loop, resolved from a recipe's auto|on|off settings.
+"""Mixed precision and memory format for the training loop: what a recipe's explicit values mean.
 
-``auto`` means what pays off on the device: on CUDA, float16 autocast with a GradScaler and channels-last
-tensors (tensor-core convolutions want NHWC); on a CPU, neither (CPU float16/bfloat16 autocast is slow
-without native bf16, and oneDNN picks its own blocked layouts). An explicit value is never second-guessed:
-``amp: on`` without CUDA is an error rather than a silent fall-back, ``amp: bf16`` is bfloat16 autocast on
-any device (no loss scaling needed), ``channels_last: on`` applies on a CPU too.
+``auto`` (and ``compile: auto``) is decided by timing a few training steps of each candidate on the device
+at hand (autotune.py; on CUDA ``amp: auto`` stays float16 untimed); the functions here give the untimed
+meaning of ``auto`` (float16 autocast and channels-last on CUDA, neither on a CPU). An explicit value is never
+second-guessed: ``amp: on`` without CUDA is an error rather than a silent fall-back, ``amp: bf16`` is
+bfloat16 autocast on any device (no loss scaling needed), ``channels_last: on`` applies on a CPU too.
 """
 
 from __future__ import annotations
