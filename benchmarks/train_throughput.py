@@ -26,7 +26,6 @@ import argparse
 import copy
 import logging
 import os
-import re
 import statistics
 import tempfile
 import time
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from edgepipe.artifacts import atomic_write_json, atomic_write_text
-from edgepipe.bench.timing import environment
+from edgepipe.bench.timing import cpu_name, environment
 from edgepipe.recipe import Recipe, load_recipe
 
 log = logging.getLogger("train_throughput")
@@ -75,24 +74,6 @@ def write_split(recipe: Recipe, folder: Path) -> Path:
     path = folder / "split.json"
     atomic_write_json(path, doc)
     return path
-
-
-def cpu_slug(info: dict[str, Any]) -> str:
-    """A file-name tag for the CPU: the model name plus the core generation when the name hides it
-    (a VM's "AMD EPYC" is Zen 5 by its family 26)."""
-    name = re.sub(r"\((r|tm)\)|\bcpu\b|processor|@.*$|\d+-core", " ", info["model_name"].lower())
-    slug = re.sub(r"[^a-z0-9.]+", "-", name).strip("-.") or "unknown-cpu"
-    fam, model = info.get("family"), info.get("model")
-    if "amd" in slug and fam and model and fam.isdigit() and model.isdigit():
-        f, m = int(fam), int(model)
-        zen = {23: "zen2" if m >= 0x30 else "zen1", 26: "zen5"}.get(f)
-        if f == 25:
-            zen = "zen3" if m < 0x10 or 0x20 <= m < 0x60 else "zen4"
-        if zen and zen not in slug:
-            slug += f"-{zen}"
-    elif fam and model and "intel" in slug:
-        slug += f"-f{fam}m{model}"
-    return slug
 
 
 def plain_epoch(model, loader, criterion, optimizer, device, batches: int) -> None:
@@ -280,7 +261,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cpu_public = {k: cpu[k] for k in ("model_name", "family", "model", "stepping")}
     doc = {
         "schema": "edgepipe.train_throughput/2",
-        "cpu_slug": cpu_slug(cpu),
+        "cpu_slug": cpu_name(),
         "cpu": cpu_public,
         "settings": {
             "recipe": args.recipe.replace(str(ROOT) + os.sep, ""),
