@@ -150,6 +150,8 @@ def compile_module(module: Any) -> Any:
     """
     import torch
 
+    from edgepipe.errors import StageError
+
     class ShapeStableCompiled(torch.nn.Module):
         def __init__(self, inner: Any):
             super().__init__()
@@ -159,8 +161,16 @@ def compile_module(module: Any) -> Any:
             object.__setattr__(self, "_shape", None)
 
         def forward(self, x):
-            if self._shape is None:
+            if self._shape is None:  # the first call compiles: name a failure as a recipe can fix it
+                try:
+                    out = self._compiled(x)
+                except Exception as exc:  # noqa: BLE001 - dynamo, inductor or C++ compiler errors alike
+                    raise StageError(
+                        f"torch.compile failed ({_error_line(exc)}); fix: set compile: auto (falls back to "
+                        "eager when a compile fails) or compile: off"
+                    ) from exc
                 object.__setattr__(self, "_shape", tuple(x.shape))
+                return out
             return self._compiled(x) if tuple(x.shape) == self._shape else self.inner(x)
 
     return ShapeStableCompiled(module)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from edgepipe.errors import StageError
 from edgepipe.train import autotune
 from edgepipe.train.autotune import Candidate, Settings
 from edgepipe.train.loop import fit
@@ -130,6 +131,19 @@ def test_compiled_module_runs_a_batch_of_another_shape_eagerly(monkeypatch):
     net(torch.randn(4, 3, 12, 12))
     assert calls == [(4, 3, 12, 12), (4, 3, 12, 12)]
     assert len(list(net.parameters())) == len(list(_net().parameters()))  # one set of weights
+
+
+def test_an_explicit_compile_that_fails_stops_with_a_one_line_fix(monkeypatch):
+    def failing(module, **options):
+        def run(x):
+            raise RuntimeError("no C++ compiler\ntraceback")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", failing)
+    message = r"torch.compile failed \(RuntimeError: no C\+\+ compiler\); fix: set compile"
+    with pytest.raises(StageError, match=message):
+        _fit(_net(), compile="on")
 
 
 @pytest.mark.slow
