@@ -42,6 +42,7 @@ SCHEMA = "edgepipe.autotune/1"
 MARGIN = 0.05  # a candidate must save 5% of the plain loop's time to be chosen: less is within the noise
 WARMUP_STEPS = 1  # untimed steps per candidate (the first step of a compiled candidate is its compile)
 ROUNDS = 3  # timed steps per candidate, one per round, candidates alternating within each round
+ABANDON = 4.0  # a candidate whose best of 2+ steps is this many times the fastest step is not timed further
 MAX_COMPILE_GAIN = 1.5  # assumed best case of compiled over the fastest eager step, to judge if one could pay
 PRIOR_COMPILE_S = 60.0  # a MobileNetV3 forward + backward compile on 2 CPU cores, when none was measured
 _CPUINFO = Path("/proc/cpuinfo")
@@ -367,8 +368,10 @@ def _start(cands, timings, *parts) -> list[_Runner]:
 
 
 def _rounds(runners: list[_Runner], timings: dict[str, Any]) -> list[_Runner]:
-    """ROUNDS timed steps each, alternating (the order reversed every other round, ABBA-style)."""
-    alive = list(runners)
+    """ROUNDS timed steps each, alternating (the order reversed every other round, ABBA-style). A candidate
+    whose best step is ABANDON times the fastest so far stops being timed: it has lost, and its steps may be
+    long (a compiled fake-quant QAT model took 28-31 s a step in a trial on the shared 2-core machine)."""
+    alive, timed = list(runners), list(runners)
     for i in range(ROUNDS):
         for runner in list(alive if i % 2 == 0 else reversed(alive)):
             try:
@@ -378,9 +381,15 @@ def _rounds(runners: list[_Runner], timings: dict[str, Any]) -> list[_Runner]:
                 log.warning("autotune: %s failed (%s); not using it", runner.cand.name,
                             timings[runner.cand.name]["error"])
                 alive.remove(runner)
-    for runner in alive:
+                timed.remove(runner)
+        if i >= 1:  # a best of two steps: one step slowed by other load does not abandon a candidate
+            fastest = min((t for r in alive for t in r.times), default=0.0)
+            alive = [r for r in alive if min(r.times) <= ABANDON * fastest]
+    for runner in timed:
         timings[runner.cand.name] = runner.timing()
-    return alive
+        if runner not in alive:
+            timings[runner.cand.name]["abandoned"] = f"over {ABANDON:g}x the fastest step"
+    return timed
 
 
 def _could_pay(best_eager_ms: float, compile_s: float, planned_steps: int) -> bool:
