@@ -90,6 +90,7 @@ def test_a_failing_candidate_is_dropped_with_one_log_line(monkeypatch, caplog):
 
     monkeypatch.setattr(autotune, "compile_module", broken)
     monkeypatch.setattr(autotune, "PRIOR_COMPILE_S", 0.0)  # so compile is worth timing
+    monkeypatch.setattr(autotune, "PRIOR_COMPILE_STEPS", 0)
     with caplog.at_level(logging.WARNING, logger="edgepipe.train.autotune"):
         result = _fit(_net(), channels_last="off", compile="auto")
     assert result.speed["timings"]["compile"] == {"error": "RuntimeError: inductor says no"}
