@@ -117,7 +117,8 @@ def measure_stage(stage: str, recipe: Recipe, data, dev, args: argparse.Namespac
     model = stage_model(stage, recipe, len(data.classes)).to(dev)
     loader, optimizer, _, criterion = training_parts(model, data, recipe, cfg, dev)
     steps = len(loader) if cfg.max_batches_per_epoch is None else min(len(loader), cfg.max_batches_per_epoch)
-    settings = autotune.Settings(channels_last=cfg.channels_last, compile=cfg.compile, amp=amp)
+    compile_setting = cfg.compile if args.compile else "off"
+    settings = autotune.Settings(channels_last=cfg.channels_last, compile=compile_setting, amp=amp)
     decision = autotune.choose(model, optimizer, criterion, loader, dev, settings, cfg.epochs * steps)
     every = autotune.candidates(autotune.Settings("auto", "auto" if args.compile else "off", "auto"), dev)
 
@@ -233,7 +234,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--warmup-batches", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (the recipes' default: 0)")
-    p.add_argument("--no-compile", dest="compile", action="store_false", help="leave compiled entries out")
+    p.add_argument("--no-compile", dest="compile", action="store_false",
+                   help="leave torch.compile out: no compiled entries, and compile: off for auto's choice")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
