@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
+from edgepipe.errors import RecipeError
 from edgepipe.progress import track
 from edgepipe.train import autotune, distributed, precision
 from edgepipe.train.optim import as_schedule
@@ -177,7 +178,8 @@ def fit(
     precision.amp_dtype(amp, device)  # an impossible explicit setting fails before any measuring
     precision.channels_last(channels_last, device)
     if compile not in precision.LAYOUT_SETTINGS:
-        raise ValueError(f"compile must be one of {precision.LAYOUT_SETTINGS} (got {compile!r})")
+        raise RecipeError(f"compile: {compile!r} is not one of {', '.join(precision.LAYOUT_SETTINGS)}; "
+                          "fix: use one of them")
     result = result or FitResult()
     steps = len(train_loader) if max_batches is None else min(len(train_loader), max_batches)
     decision = autotune.choose(
