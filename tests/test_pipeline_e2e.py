@@ -53,6 +53,8 @@ def test_every_stage_writes_a_manifest_and_the_run_a_report(run):
     for stage in ("split", "finetune", "qat", "explain", "export", "ptq", "bench"):
         m = json.loads((run_dir / stage / "manifest.json").read_text())
         assert m["stage"] == stage and m["versions"]["torch"] and m["wall_time_s"] >= 0
+        if stage in ("finetune", "qat"):  # how it trained (autotune's choice) and why
+            assert m["metrics"]["speed"]["chosen"] in m["metrics"]["speed"]["candidates"]
     report = json.loads((run_dir / "report.json").read_text())
     validate_document(report)  # the schema `edgepipe bench --json` writes too
     assert (run_dir / "report.md").read_text().startswith("# edgepipe report: tiny")
