@@ -120,7 +120,8 @@ def measure_stage(stage: str, recipe: Recipe, data, dev, args: argparse.Namespac
     compile_setting = cfg.compile if args.compile else "off"
     settings = autotune.Settings(channels_last=cfg.channels_last, compile=compile_setting, amp=amp)
     decision = autotune.choose(model, optimizer, criterion, loader, dev, settings, cfg.epochs * steps)
-    every = autotune.candidates(autotune.Settings("auto", "auto" if args.compile else "off", "auto"), dev)
+    every = autotune.candidates(autotune.Settings("auto", "auto" if args.compile else "off",
+                                                  "auto" if stage == "finetune" else "off"), dev)
 
     def entry(cand, plain: bool = False) -> dict[str, Any]:
         m, opt = copy.deepcopy((model, optimizer))

@@ -40,6 +40,7 @@ def test_train_throughput_times_plain_ours_and_each_candidate_on_finetune_and_qa
         assert all(len(loop["rounds"]) == 2 and loop["images_per_s"] > 0 for loop in stage["loops"].values())
         assert stage["autotune"]["chosen"] in stage["loops"] and stage["best_single"] in stage["loops"]
         assert stage["ours_vs_plain"] > 0
+    assert not any("bf16" in name for name in doc["stages"]["qat"]["loops"])  # QAT trains in float32
     assert doc["cpu_slug"] == cpu_name()  # e.g. amd-epyc-zen5: one results file per CPU
     written = json.loads((out / f"train_throughput_{doc['cpu_slug']}.json").read_text())
     assert written["cpu"]["model_name"] and "isa_flags" in written["environment"]
