@@ -227,13 +227,7 @@ def bench(
         from edgepipe.bench import accuracy, gates
         from edgepipe.bench.runner import BenchOptions, bench_models
 
-        flags = accuracy.PreprocessingFlags(
-            image_size,
-            resize,
-            accuracy.parse_floats(mean, "--mean"),
-            accuracy.parse_floats(std, "--std"),
-            accuracy.parse_classes(classes),
-        )
+        flags = accuracy.PreprocessingFlags.from_cli(image_size, resize, mean, std, classes)
         opts = BenchOptions(
             runtimes=runtime or None,
             threads=threads,
@@ -309,13 +303,7 @@ def predict(
         from edgepipe.predict import PredictOptions, write_csv
         from edgepipe.predict import predict as run_predict
 
-        flags = accuracy.PreprocessingFlags(
-            image_size,
-            resize,
-            accuracy.parse_floats(mean, "--mean"),
-            accuracy.parse_floats(std, "--std"),
-            accuracy.parse_classes(classes),
-        )
+        flags = accuracy.PreprocessingFlags.from_cli(image_size, resize, mean, std, classes)
         opts = PredictOptions(runtime=runtime, batch_size=batch_size, workers=workers, top_k=top_k,
                               preprocessing=flags, evaluate=evaluate)
         if threads is not None:

@@ -39,6 +39,19 @@ class PreprocessingFlags:
     def given(self) -> list[str]:
         return [f"--{f.name.replace('_', '-')}" for f in fields(self) if getattr(self, f.name) is not None]
 
+    @classmethod
+    def from_cli(
+        cls,
+        image_size: int | None,
+        resize: int | None,
+        mean: str | None,
+        std: str | None,
+        classes: str | None,
+    ) -> PreprocessingFlags:
+        """From the command line's text: ``--mean r,g,b``, ``--std r,g,b``, ``--classes a,b,c|FILE``."""
+        return cls(image_size, resize, parse_floats(mean, "--mean"), parse_floats(std, "--std"),
+                   parse_classes(classes))
+
 
 def parse_floats(text: str | None, flag: str) -> list[float] | None:
     if text is None:
