@@ -80,6 +80,12 @@ class Candidate:
         parts = ["compile"] * self.compile + ["channels-last"] * self.channels_last + [self.amp or ""]
         return "+".join(p for p in parts if p) or "nchw-fp32"
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Candidate:
+        """The candidate a Decision's record names (``_chosen``'s keys)."""
+        amp = record.get("amp", "off")
+        return cls(bool(record["channels_last"]), bool(record["compile"]), None if amp == "off" else amp)
+
     def dtype(self):
         import torch
 

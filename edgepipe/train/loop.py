@@ -182,12 +182,18 @@ def fit(
                           "fix: use one of them")
     result = result or FitResult()
     steps = len(train_loader) if max_batches is None else min(len(train_loader), max_batches)
-    decision = autotune.choose(
-        model, optimizer, criterion, train_loader, device,
-        autotune.Settings(channels_last=channels_last, compile=compile, amp=amp),
-        planned_steps=max(0, epochs - start_epoch) * steps,
-        keep_eval=freezer.frozen if freezer is not None else (),
-    )
+    saved = resume.state.get("speed") if resume is not None and resume.state is not None else None
+    if saved and "chosen" in saved:  # the killed run's choice: a resumed run trains as it would have
+        why = f"resumed: trains as the saved run did ({saved['chosen']})"
+        decision = autotune.Decision(autotune.Candidate.from_record(saved), {**saved, "source": "resumed",
+                                                                            "reason": why})
+    else:
+        decision = autotune.choose(
+            model, optimizer, criterion, train_loader, device,
+            autotune.Settings(channels_last=channels_last, compile=compile, amp=amp),
+            planned_steps=max(0, epochs - start_epoch) * steps,
+            keep_eval=freezer.frozen if freezer is not None else (),
+        )
     result.speed = decision.record
     amp_dtype, nhwc = decision.candidate.dtype(), decision.candidate.channels_last
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None  # bf16 needs no scaling

@@ -144,6 +144,7 @@ def capture(epoch: int, epochs: int, model, optimizer, schedule, scaler, loader,
         "schedule": schedule.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "rng": distributed.gather_objects(rng_states(loader)),
+        "speed": result.speed,  # how it trained (autotune's choice): a resumed run trains the same way
         "result": {
             "history": result.history,
             "best_state": result.best_state,

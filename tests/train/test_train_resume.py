@@ -25,9 +25,12 @@ def _recipe(tmp_path, data):
     recipe = tiny_recipe(
         data,
         stages=["finetune", "qat"],
-        finetune={"epochs": 3, "patience": 3},
+        # fixed speed settings: the straight run and the killed one must not measure their way to different
+        # (float-noise-different) layouts; a resumed run reuses the killed run's choice whatever it was
+        finetune={"epochs": 3, "patience": 3, "channels_last": "off", "compile": "off", "amp": "off"},
         # the freezes happen at epoch 1, i.e. right at the resumed epoch: they must be re-applied
-        qat={"epochs": 2, "freeze_bn_epoch": 1, "freeze_observer_epoch": 1, "patience": 2},
+        qat={"epochs": 2, "freeze_bn_epoch": 1, "freeze_observer_epoch": 1, "patience": 2,
+             "channels_last": "off", "compile": "off"},
     )
     recipe["data"]["augment"] = {"hflip": True, "rrc_scale": [0.7, 1.0]}  # RNG in the data path
     path = tmp_path / "tiny.yaml"
@@ -99,6 +102,8 @@ def test_killed_finetune_and_qat_resume_to_the_uninterrupted_result(tmp_path, mo
         ours = yaml.safe_load((run / stage / "manifest.json").read_text())["metrics"]
         theirs = yaml.safe_load((straight / stage / "manifest.json").read_text())["metrics"]
         assert ours["val_top1"] == theirs["val_top1"] and ours["test_top1"] == theirs["test_top1"]
+    qat_speed = yaml.safe_load((run / "qat" / "manifest.json").read_text())["metrics"]["speed"]
+    assert qat_speed["source"] == "resumed" and qat_speed["chosen"] == "nchw-fp32"
 
 
 def _saved(folder, key="k1"):
