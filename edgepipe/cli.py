@@ -396,10 +396,12 @@ def sweep(
     OUT/sweep.md, sweep.json and an accuracy-vs-latency plot. Rerun the same command to resume."""
     _setup_logging(verbose)
     try:
+        from edgepipe import pipeline
         from edgepipe.experiments.sweep import parse_set, run_sweep
 
         axes = [parse_set(s) for s in set_]
-        doc = run_sweep(recipe, axes, out, engine, resume, ray_address, cpus_per_variant)
+        doc = run_sweep(recipe, axes, out, engine, resume, ray_address, cpus_per_variant,
+                        build=pipeline.build, plan=pipeline.plan)
         from edgepipe.experiments.sweep import markdown
 
         typer.echo(markdown(doc))

@@ -6,3 +6,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # EfficientNet-Lite's TensorFlow weights: (x - 127) / 128 on 0..255 pixels.
 EFFICIENTNET_LITE_MEAN = (127 / 255, 127 / 255, 127 / 255)
 EFFICIENTNET_LITE_STD = (128 / 255, 128 / 255, 128 / 255)
+
+# CLI name -> pytorch_grad_cam class. All gradient/activation CAMs that need one forward + backward pass.
+CAM_METHODS = {
+    "gradcam": "GradCAM",
+    "gradcam++": "GradCAMPlusPlus",
+    "xgradcam": "XGradCAM",
+    "hirescam": "HiResCAM",
+    "layercam": "LayerCAM",
+    "eigencam": "EigenCAM",
+}

@@ -450,7 +450,7 @@ class ExplainConfig(_Strict):
     @field_validator("method")
     @classmethod
     def _method(cls, v: str) -> str:
-        from edgepipe.explain.cam import METHODS
+        from edgepipe.constants import CAM_METHODS as METHODS
 
         if v not in METHODS:
             raise ValueError(f"{v!r} is not one of {', '.join(METHODS)}")

@@ -8,11 +8,14 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from edgepipe import pipeline
 from edgepipe.cli import app
 from edgepipe.errors import RecipeError
 from edgepipe.experiments import sweep
 from edgepipe.experiments.sweep import Axis, expand, parse_set
 from tests.conftest import make_imagefolder, tiny_recipe
+
+PIPELINE = {"build": pipeline.build, "plan": pipeline.plan}
 
 BASE = {"name": "base", "data": {"dataset": "fashion-mnist", "image_size": 32}, "finetune": {"lr": 0.001}}
 
@@ -108,27 +111,21 @@ def _tiny_recipe_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_reuses_unchanged_stages_writes_the_table_and_resumes_after_a_kill(tmp_path, monkeypatch):
+def test_sweep_reuses_unchanged_stages_writes_the_table_and_resumes_after_a_kill(tmp_path):
     recipe, out = _tiny_recipe_file(tmp_path), tmp_path / "sweep"
     axes = [parse_set("qat.lr=0.0001,0.0002")]
     names = ["tiny__qat.lr-0.0001", "tiny__qat.lr-0.0002"]
 
-    from edgepipe import pipeline
-
-    real_build = pipeline.build
-
     def killed_at_second_variant(recipe, out, **kw):
         if recipe.name == names[1]:
             raise KeyboardInterrupt
-        return real_build(recipe, out, **kw)
+        return pipeline.build(recipe, out, **kw)
 
-    monkeypatch.setattr(pipeline, "build", killed_at_second_variant)
     with pytest.raises(KeyboardInterrupt):
-        sweep.run_sweep(recipe, axes, out)
+        sweep.run_sweep(recipe, axes, out, build=killed_at_second_variant, plan=pipeline.plan)
     assert (out / names[0] / "report.json").exists() and not (out / names[1]).exists()
-    monkeypatch.setattr(pipeline, "build", real_build)
 
-    doc = sweep.run_sweep(recipe, axes, out)
+    doc = sweep.run_sweep(recipe, axes, out, **PIPELINE)
     first, second = doc["variants"]
     assert [v["name"] for v in doc["variants"]] == names
     assert first["status"] == second["status"] == "done"
@@ -158,14 +155,14 @@ def test_sweep_reuses_unchanged_stages_writes_the_table_and_resumes_after_a_kill
     assert json.loads((out / "sweep.json").read_text())["schema"] == "edgepipe.sweep/1"
     assert (out / sweep.PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    again = sweep.run_sweep(recipe, axes, out)  # nothing left to do
+    again = sweep.run_sweep(recipe, axes, out, **PIPELINE)  # nothing left to do
     assert all(v["stages"]["ran"] == [] for v in again["variants"])
 
 
 @pytest.mark.slow
 def test_sweep_records_a_failed_variant_and_still_builds_the_others(tmp_path):
     recipe, out = _tiny_recipe_file(tmp_path), tmp_path / "sweep"
-    doc = sweep.run_sweep(recipe, [parse_set("bench.fail_if=[],[size_mb>0]")], out)
+    doc = sweep.run_sweep(recipe, [parse_set("bench.fail_if=[],[size_mb>0]")], out, **PIPELINE)
     ok, failed = doc["variants"]
     assert ok["status"] == "done" and failed["status"] == "failed"
     assert "size_mb>0" in failed["error"] and "models" not in failed
@@ -183,7 +180,7 @@ def test_sweep_runs_variants_as_ray_tasks_on_a_one_node_cluster(tmp_path):
     recipe, out = _tiny_recipe_file(tmp_path), tmp_path / "sweep"
     ray.init(num_cpus=2, include_dashboard=False)
     try:
-        doc = sweep.run_sweep(recipe, [parse_set("qat.lr=0.0001,0.0002")], out, engine="ray")
+        doc = sweep.run_sweep(recipe, [parse_set("qat.lr=0.0001,0.0002")], out, engine="ray", **PIPELINE)
     finally:
         ray.shutdown()
     assert [v["status"] for v in doc["variants"]] == ["done", "done"]
@@ -206,7 +203,9 @@ def test_ray_engine_without_ray_names_the_install(tmp_path, monkeypatch):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump(BASE))
     with pytest.raises(Exception, match=r"pip install 'edgepipe\[dist\]'"):
-        sweep.run_sweep(recipe, [parse_set("finetune.lr=0.1,0.2")], tmp_path / "s", engine="ray")
+        sweep.run_sweep(
+            recipe, [parse_set("finetune.lr=0.1,0.2")], tmp_path / "s", engine="ray", **PIPELINE
+        )
 
 
 def test_ablation_benchmark_writes_a_valid_recipe_and_a_grid_the_recipe_accepts(tmp_path):

@@ -18,7 +18,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA = "edgepipe.sweep/1"
 ENGINES = ("local", "ray")
+Build = Callable[..., dict[str, Any]]  # pipeline.build(recipe, out, resume=..., reuse_from=...)
 INT8 = "int8-qat"  # the model the table calls INT8: the QAT graph the pipeline ships
 PLOT = "sweep_accuracy_vs_latency.png"
 _EXPONENT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -165,11 +166,9 @@ def expand(raw: dict, axes: Sequence[Axis], base_name: str) -> list[Variant]:
     return variants
 
 
-def _run_one(recipe: Recipe, out: Path, resume: bool, reuse_from: list[Path]) -> Outcome:
+def _run_one(build: Build, recipe: Recipe, out: Path, resume: bool, reuse_from: list[Path]) -> Outcome:
     """Build one variant; a typed failure (e.g. export agreement too low) is recorded, not raised, so the
     other variants still run."""
-    from edgepipe.pipeline import build
-
     t0 = time.perf_counter()
     try:
         status = build(recipe, out, resume=resume, reuse_from=reuse_from)
@@ -185,11 +184,13 @@ def _run_one(recipe: Recipe, out: Path, resume: bool, reuse_from: list[Path]) ->
     )
 
 
-def _run_one_on_ray(recipe: Recipe, out: Path, resume: bool, reuse_from: list[Path], cpus: int) -> Outcome:
+def _run_one_on_ray(
+    build: Build, recipe: Recipe, out: Path, resume: bool, reuse_from: list[Path], cpus: int
+) -> Outcome:
     import torch
 
     torch.set_num_threads(cpus)  # the worker's share of the node, not every core
-    return _run_one(recipe, out, resume, reuse_from)
+    return _run_one(build, recipe, out, resume, reuse_from)
 
 
 def _import_ray():
@@ -201,7 +202,7 @@ def _import_ray():
 
 
 def _run_ray(
-    variants: list[Variant], out: Path, resume: bool, address: str | None, cpus: int
+    build: Build, variants: list[Variant], out: Path, resume: bool, address: str | None, cpus: int
 ) -> dict[str, Outcome]:
     """One Ray task per variant on an existing cluster (``address``/RAY_ADDRESS) or a local one.
 
@@ -214,7 +215,8 @@ def _run_ray(
     try:
         task = ray.remote(num_cpus=cpus)(_run_one_on_ray)
         refs = {
-            task.remote(v.recipe, out, resume, [out / o.name for o in variants if o is not v], cpus): v.name
+            task.remote(build, v.recipe, out, resume, [out / o.name for o in variants if o is not v], cpus):
+            v.name
             for v in variants
         }
         results: dict[str, Outcome] = {}
@@ -244,13 +246,17 @@ def run_sweep(
     resume: bool = False,
     ray_address: str | None = None,
     cpus_per_variant: int = 1,
+    *,
+    build: Build,
+    plan: Callable[[Recipe], list[str]],
 ) -> dict[str, Any]:
-    """Build every variant (skipping what is cached), then write sweep.json, sweep.md and the plot."""
+    """Build every variant (skipping what is cached), then write sweep.json, sweep.md and the plot.
+
+    ``build`` and ``plan`` are pipeline.build and pipeline.plan, passed in by the caller (cli): the
+    pipeline is the top layer, which nothing below the CLI imports."""
     base = load_recipe(recipe_path)
     if engine not in ENGINES:
         raise RecipeError(f"--engine {engine}: unknown; fix: use one of {', '.join(ENGINES)}")
-    from edgepipe.pipeline import plan
-
     if "bench" not in plan(base):
         raise RecipeError(
             f"{recipe_path}: stages lacks bench, whose report the sweep table reads; fix: add bench to stages"
@@ -261,24 +267,23 @@ def run_sweep(
     log.info("sweep: %d variant(s) -> %s", len(variants), out)
     if engine == "ray":
         _import_ray()  # the install hint before any work
-    _split_once(variants[0], out)
+    _split_once(build, variants[0], out)
     if engine == "local":
         results = {}
         for i, v in enumerate(variants, 1):
             log.info("variant %d/%d: %s", i, len(variants), v.name)
-            results[v.name] = _run_one(v.recipe, out, resume, [out / o.name for o in variants if o is not v])
+            others = [out / o.name for o in variants if o is not v]
+            results[v.name] = _run_one(build, v.recipe, out, resume, others)
     else:
-        results = _run_ray(variants, out, resume, ray_address, cpus_per_variant)
+        results = _run_ray(build, variants, out, resume, ray_address, cpus_per_variant)
     doc = collect(variants, results, out, axes, base.name, engine)
     write_sweep(doc, out)
     return doc
 
 
-def _split_once(first: Variant, out: Path) -> None:
+def _split_once(build: Build, first: Variant, out: Path) -> None:
     """The first variant's split alone (a recipe with no other stage); every variant whose split config
     is the same then reuses it, even variants running at the same time on Ray."""
-    from edgepipe.pipeline import build
-
     build(first.recipe.model_copy(update={"stages": ()}), out)
 
 

@@ -15,19 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from edgepipe.constants import CAM_METHODS
 from edgepipe.errors import BenchInputError, EdgepipeError, ModelError, missing_dependency
 
 log = logging.getLogger(__name__)
 
-# CLI name -> pytorch_grad_cam class. All gradient/activation CAMs that need one forward + backward pass.
-METHODS = {
-    "gradcam": "GradCAM",
-    "gradcam++": "GradCAMPlusPlus",
-    "xgradcam": "XGradCAM",
-    "hirescam": "HiResCAM",
-    "layercam": "LayerCAM",
-    "eigencam": "EigenCAM",
-}
+METHODS = CAM_METHODS  # names a recipe's explain.method and --method accept (edgepipe.constants)
 GRAPH_SUFFIXES = {".onnx": "an ONNX graph", ".xml": "an OpenVINO IR", ".bin": "an OpenVINO IR",
                   ".pt2": "a torch.export program"}  # fmt: skip
 

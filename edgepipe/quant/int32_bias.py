@@ -171,9 +171,10 @@ _KEEPS_GRID = (
 def bind_int32_biases(model: nn.Module, example: torch.Tensor) -> dict[str, str | None]:
     """Find, by one traced forward of ``example``, the fake-quant that feeds each layer with an Int32Bias
     and bind it; nothing is observed or updated. Returns {layer: its input's fake-quant or None}."""
-    from edgepipe.quant.qat import fake_quant_modules
 
-    fqs = fake_quant_modules(model)
+    from torch.ao.quantization import FakeQuantizeBase
+
+    fqs = [(n, m) for n, m in model.named_modules() if isinstance(m, FakeQuantizeBase)]
     names = {id(m): n for n, m in fqs}
     produced: dict[int, Any] = {}
     alive: list[torch.Tensor] = []  # kept so no later tensor can reuse a recorded address
