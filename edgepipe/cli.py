@@ -6,10 +6,12 @@ bug, or an input nothing checks) becomes one line naming the file that holds its
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -87,6 +89,24 @@ def _crash(exc: Exception, run_dir: Path | None = None) -> None:
     raise typer.Exit(UNEXPECTED_EXIT)
 
 
+@contextlib.contextmanager
+def _one_line_errors(interrupted: str | None = None, run_dir: Callable[[], Path | None] = lambda: None):
+    """Every command's edge: an EdgepipeError is one line and its exit code, an unexpected exception one line
+    naming the log with its traceback; Ctrl-C says what is kept (``interrupted``) when the command keeps
+    anything."""
+    try:
+        yield
+    except EdgepipeError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        if interrupted is None:
+            raise
+        typer.echo(f"error: interrupted; {interrupted}", err=True)
+        raise typer.Exit(130) from None
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback reaches a user
+        _crash(exc, run_dir())
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"edgepipe {__version__}")
@@ -131,7 +151,8 @@ def build(
     Under torchrun (torchrun --nproc_per_node=N -m edgepipe build RECIPE) finetune and qat train with DDP."""
     _setup_logging(verbose)
     run_dir = None
-    try:
+    kept = "completed stages are kept, rerun the same command with --resume to continue"
+    with _one_line_errors(kept, lambda: run_dir if run_dir is not None and run_dir.is_dir() else None):
         from edgepipe.pipeline import build as run_build
         from edgepipe.recipe import load_recipe
 
@@ -140,17 +161,6 @@ def build(
         if from_stage and only:
             raise EdgepipeError("--from and --only exclude each other; fix: give one of them")
         status = run_build(r, out, force=force, from_stage=from_stage, only=only, resume=resume)
-    except EdgepipeError as exc:
-        _fail(exc)
-    except KeyboardInterrupt:
-        typer.echo(
-            "error: interrupted; completed stages are kept, rerun the same command with --resume to "
-            "continue",
-            err=True,
-        )
-        raise typer.Exit(130) from None
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback reaches a user
-        _crash(exc, run_dir if run_dir is not None and run_dir.is_dir() else None)
     from edgepipe.train.distributed import is_main
 
     if not is_main():
@@ -223,7 +233,7 @@ def bench(
 ) -> None:
     """Benchmark models on runtimes: latency, memory, accuracy, MACs from the graph; gates exit 8."""
     _setup_logging(verbose)
-    try:
+    with _one_line_errors():
         from edgepipe.bench import accuracy, gates
         from edgepipe.bench.runner import BenchOptions, bench_models
 
@@ -248,10 +258,6 @@ def bench(
         result = bench_models(models, opts)
         typer.echo(result.markdown)
         gates.enforce(result.gates)
-    except EdgepipeError as exc:
-        _fail(exc)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback reaches a user
-        _crash(exc)
 
 
 @app.command()
@@ -296,7 +302,7 @@ def predict(
     """Top-k classes for every input: one CSV row per input, in input order; unreadable files get an error
     row."""
     _setup_logging(verbose)
-    try:
+    with _one_line_errors():
         from edgepipe.artifacts import atomic_path, atomic_write_json
         from edgepipe.bench import accuracy
         from edgepipe.errors import DataError
@@ -323,10 +329,6 @@ def predict(
                 f"{len(result.errors)} of {len(result.rows)} inputs could not be read (first: {first.path}: "
                 f"{first.error}); fix: remove or replace them, or drop --strict"
             )
-    except EdgepipeError as exc:
-        _fail(exc)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback reaches a user
-        _crash(exc)
 
 
 @app.command()
@@ -347,14 +349,10 @@ def explain(
 ) -> None:
     """Class activation maps: one overlay PNG per image (predicted class and probability) and a grid."""
     _setup_logging(verbose)
-    try:
+    with _one_line_errors():
         from edgepipe.explain import explain_images
 
         result = explain_images(model, images, out, method, target_layer)
-    except EdgepipeError as exc:
-        _fail(exc)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: no traceback reaches a user
-        _crash(exc)
     skipped = f"; {len(result.skipped)} unreadable input(s) skipped" if result.skipped else ""
     typer.echo(
         f"{len(result.overlays)} overlay(s), {method} at {result.layer} ({result.model.kind} model); "
@@ -395,7 +393,9 @@ def sweep(
     """Build every variant of a grid (each its own run; unchanged stages are reused), then write
     OUT/sweep.md, sweep.json and an accuracy-vs-latency plot. Rerun the same command to resume."""
     _setup_logging(verbose)
-    try:
+    kept = ("finished variants and stages are kept, rerun the same command (add --resume to continue a "
+            "killed finetune or qat) to continue")
+    with _one_line_errors(kept):
         from edgepipe import pipeline
         from edgepipe.experiments.sweep import parse_set, run_sweep
 
@@ -411,15 +411,6 @@ def sweep(
                 f"{len(failed)} of {len(doc['variants'])} variants failed ({', '.join(failed)}); fix: see "
                 "each error at the end of sweep.md, then rerun (finished variants are cached)"
             )
-    except EdgepipeError as exc:
-        _fail(exc)
-    except KeyboardInterrupt:
-        typer.echo(
-            "error: interrupted; finished variants and stages are kept, rerun the same command (add --resume "
-            "to continue a killed finetune or qat) to continue",
-            err=True,
-        )
-        raise typer.Exit(130) from None
 
 
 @app.command()
@@ -439,12 +430,10 @@ def ensemble(
 ) -> None:
     """Combine finished runs into one ONNX graph (FP32 and INT8) and bench it beside its members."""
     _setup_logging(verbose)
-    try:
+    with _one_line_errors():
         from edgepipe.experiments.ensemble import BenchSettings, build_ensemble
 
         build_ensemble(runs, combine, out, BenchSettings(threads, warmup, min_iters, min_seconds))
-    except EdgepipeError as exc:
-        _fail(exc)
     typer.echo((out / "report.md").read_text())
     typer.echo(f"ensemble: {out / 'fp32.onnx'}, {out / 'int8.onnx'}; report: {out / 'report.json'}")
 
