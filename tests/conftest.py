@@ -128,3 +128,22 @@ def ort_quantize(fp32: Path, out: Path, fmt: str = "qdq", shape: tuple[int, ...]
         weight_type=QuantType.QInt8,
     )
     return out
+
+
+def calibrated_qdq_mnv3(num_classes: int = 4, width_mult: float = 0.25):
+    """A tiny MobileNetV3 after QAT's prepare, 3 observed batches and frozen ranges/BN, as its QDQ twin."""
+    import torch
+
+    from edgepipe.models.build import build_model
+    from edgepipe.quant.qat import freeze_bn_stats, freeze_observers, prepare_qat
+    from edgepipe.quant.qdq import to_qdq_module
+    from edgepipe.recipe import ModelConfig
+
+    torch.manual_seed(0)
+    model, _ = build_model(ModelConfig(width_mult=width_mult), num_classes, quantizable=True)
+    prepare_qat(model)
+    for _ in range(3):
+        model(torch.randn(8, 3, 32, 32))
+    freeze_observers(model)
+    freeze_bn_stats(model)
+    return to_qdq_module(model.eval())

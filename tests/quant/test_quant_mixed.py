@@ -5,30 +5,20 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from edgepipe.errors import RecipeError
-from edgepipe.models.build import build_model
 from edgepipe.quant.export import export_onnx
 from edgepipe.quant.mixed import apply_float_layers, choose_float_layers, profile_layers, quantized_convs
-from edgepipe.quant.qat import freeze_bn_stats, freeze_observers, prepare_qat
-from edgepipe.quant.qdq import to_qdq_module
-from edgepipe.recipe import ModelConfig, parse_recipe
+from edgepipe.recipe import parse_recipe
+from tests.conftest import calibrated_qdq_mnv3
 
 ort = pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")
 def int8_onnx(tmp_path_factory):
-    torch.manual_seed(0)
-    model, _ = build_model(ModelConfig(width_mult=0.25), 4, quantizable=True)
-    prepare_qat(model)
-    for _ in range(3):
-        model(torch.randn(8, 3, 32, 32))
-    freeze_observers(model)
-    freeze_bn_stats(model)
     path = tmp_path_factory.mktemp("mixed") / "int8.onnx"
-    return export_onnx(to_qdq_module(model.eval()), path, [3, 32, 32], {}, 17, qdq=True)
+    return export_onnx(calibrated_qdq_mnv3(), path, [3, 32, 32], {}, 17, qdq=True)
 
 
 def _run(model: onnx.ModelProto, x: np.ndarray) -> tuple[np.ndarray, dict]:

@@ -10,23 +10,13 @@ import onnx
 import pytest
 import torch
 
-from edgepipe.models.build import build_model
 from edgepipe.quant.export import export_onnx
-from edgepipe.quant.qat import freeze_bn_stats, freeze_observers, prepare_qat
-from edgepipe.quant.qdq import to_qdq_module
-from edgepipe.recipe import ModelConfig
+from tests.conftest import calibrated_qdq_mnv3
 
 
 @pytest.fixture(scope="module")
 def graphs(tmp_path_factory):
-    torch.manual_seed(0)
-    model, _ = build_model(ModelConfig(width_mult=0.25), 4, quantizable=True)
-    prepare_qat(model)
-    for _ in range(3):
-        model(torch.randn(8, 3, 32, 32))
-    freeze_observers(model)
-    freeze_bn_stats(model)
-    qdq = to_qdq_module(model.eval())
+    qdq = calibrated_qdq_mnv3()
     d = tmp_path_factory.mktemp("ovshape")
     out = {}
     for target in ("onnxruntime", "openvino"):
