@@ -24,13 +24,11 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 def _recipe(tmp_path: Path, name: str, **over) -> Path:
     data = make_imagefolder(tmp_path / "photos", classes=3, per_class=24, size=32)
-    recipe = tiny_recipe(
-        data,
-        name=name,
-        finetune={"epochs": 2, "amp": "on", "channels_last": "on"},
-        qat={"epochs": 1, "max_batches_per_epoch": 3, "channels_last": "on"},
-        **over,
-    )
+    base = {"finetune": {"epochs": 2, "amp": "on", "channels_last": "on"},
+            "qat": {"epochs": 1, "max_batches_per_epoch": 3, "channels_last": "on"}}
+    for key, value in over.items():
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
+    recipe = tiny_recipe(data, name=name, **base)
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
@@ -65,3 +63,21 @@ def test_ddp_over_nccl_on_every_gpu(tmp_path):
     for stage in ("finetune", "qat"):
         manifest = json.loads((tmp_path / "out" / "ddp" / stage / "manifest.json").read_text())
         assert manifest["metrics"]["processes"] == n
+
+
+def test_cuda_finetune_compiled_with_autotuned_defaults(tmp_path):
+    """torch.compile on CUDA (inductor + Triton) through finetune and qat, and the default ``auto``
+    settings, which on CUDA time their candidates on the GPU and record the choice."""
+    compiled = _recipe(tmp_path, "compiled", stages=["finetune", "qat"],
+                       finetune={"epochs": 1, "amp": "on", "channels_last": "on", "compile": "on"})
+    _build([sys.executable, "-m", "edgepipe.cli", "build", str(compiled), "--out", str(tmp_path / "out")],
+           tmp_path)
+    manifest = json.loads((tmp_path / "out" / "compiled" / "finetune" / "manifest.json").read_text())
+    assert manifest["metrics"]["speed"]["compile"] is True, manifest["metrics"]["speed"]
+    auto = _recipe(tmp_path, "auto", stages=["finetune"],
+                   finetune={"epochs": 1, "amp": "auto", "channels_last": "auto", "compile": "auto"})
+    _build([sys.executable, "-m", "edgepipe.cli", "build", str(auto), "--out", str(tmp_path / "out")],
+           tmp_path, EDGEPIPE_AUTOTUNE_CACHE="off")
+    manifest = json.loads((tmp_path / "out" / "auto" / "finetune" / "manifest.json").read_text())
+    speed = manifest["metrics"]["speed"]
+    assert speed["source"] == "measured" and speed["timings"], speed
