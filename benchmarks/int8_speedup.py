@@ -38,7 +38,8 @@ from edgepipe.recipe import load_recipe
 log = logging.getLogger("int8_speedup")
 RESULTS = Path(__file__).parent / "results"
 MODELS = (
-    "fp32", "int8-qat", "int8-qat-mixed", "int8-qat-ov", "int8-qat-naive", "int8-ptq-ort", "int8-ptq-nncf"
+    "fp32", "int8-qat", "int8-qat-nopad", "int8-qat-mixed", "int8-qat-ov", "int8-qat-naive", "int8-ptq-ort",
+    "int8-ptq-nncf",
 )  # fmt: skip
 
 
@@ -46,8 +47,10 @@ def export_all(
     run: Path, size: int, work: Path, calib: int, recipe
 ) -> tuple[dict[str, dict[str, Path]], dict, dict, dict]:
     """Per model, the file each runtime loads: fp32 and int8-qat as export ships them (ONNX for ONNX Runtime,
-    IR for OpenVINO), int8-qat-ov (the same QAT model with OpenVINO's Q/DQ placement, export.openvino_qdq:
-    openvino; OpenVINO only), int8-qat-mixed (our ONNX with the convolutions measured faster in float on
+    IR for OpenVINO: the ONNX with depthwise widths padded for ONNX Runtime, the IR from the unpadded
+    export), int8-qat-nopad (the ONNX without that padding, export.pad_channels: 0; ONNX Runtime only),
+    int8-qat-ov (the same QAT model with OpenVINO's Q/DQ placement, export.openvino_qdq: openvino; OpenVINO
+    only), int8-qat-mixed (our ONNX with the convolutions measured faster in float on
     this CPU kept in float, export.float_layers: auto; ONNX Runtime only), the naive export and ORT's PTQ as
     ONNX for both, NNCF's PTQ from each backend. The layer profile behind int8-qat-mixed is returned too.
     Returns (paths, preprocessing, torch twins, models that could not be built -> reason)."""
@@ -70,6 +73,7 @@ def export_all(
     meta = {"classes": fp["classes"], "preprocessing": pre.to_dict()}
     export_onnx(rebuild(fp).eval(), onnx["fp32"], shape, meta, 17)
     export_onnx(to_qdq_module(qat_model), onnx["int8-qat"], shape, meta, 17, qdq=True)
+    export_onnx(to_qdq_module(qat_model), onnx["int8-qat-nopad"], shape, meta, 17, qdq=True, pad_channels=0)
     export_onnx(to_qdq_module(qat_model), onnx["int8-qat-ov"], shape, meta, 17, qdq=True, target="openvino")
     torchscript_export(qat_model, torch.zeros(1, *shape), onnx["int8-qat-naive"], 17)
     data = SplitData(run / "split" / "split.json", recipe.data, pre, recipe.seed)
@@ -79,9 +83,9 @@ def export_all(
     x_cal = np.stack([ds[i][0].numpy() for i in idx]).astype(np.float32)
     ort_static_quantize(onnx["fp32"], onnx["int8-ptq-ort"], x_cal, "minmax", meta)
     paths = {m: {"onnxruntime": onnx[m], "openvino": onnx[m]} for m in MODELS}
-    for m in ("fp32", "int8-qat", "int8-qat-ov"):
-        paths[m]["openvino"] = convert_to_ir(onnx[m], onnx[m].with_suffix(".xml"))
-    del paths["int8-qat-ov"]["onnxruntime"]
+    for m, src in (("fp32", "fp32"), ("int8-qat", "int8-qat-nopad"), ("int8-qat-ov", "int8-qat-ov")):
+        paths[m]["openvino"] = convert_to_ir(onnx[src], onnx[m].with_suffix(".xml"))  # as export ships it
+    del paths["int8-qat-ov"]["onnxruntime"], paths["int8-qat-nopad"]["openvino"]
     layer_profile = _mixed(onnx["int8-qat"], onnx["int8-qat-mixed"], shape)
     paths["int8-qat-mixed"] = {"onnxruntime": onnx["int8-qat-mixed"]}
     missing: dict[str, str] = {}
@@ -96,7 +100,7 @@ def export_all(
         del paths["int8-ptq-nncf"]
     # each exported model is checked against the torch model it came from (PTQ: the FP32 model it quantizes)
     torch_twin = {"fp32": rebuild(fp).eval(), "int8-qat": qat_model, "int8-qat-naive": qat_model}
-    torch_twin["int8-qat-ov"] = torch_twin["int8-qat-mixed"] = qat_model
+    torch_twin["int8-qat-ov"] = torch_twin["int8-qat-mixed"] = torch_twin["int8-qat-nopad"] = qat_model
     torch_twin["int8-ptq-ort"] = torch_twin["int8-ptq-nncf"] = torch_twin["fp32"]
     return paths, pre, torch_twin, missing, layer_profile
 
@@ -298,7 +302,7 @@ def main() -> None:
                     accounts[key] = _slim(ov_op_account(path, mode, args.threads, sample, runs=30))
             classes = {
                 m: op_class_profile(paths[m]["onnxruntime"], args.threads, sample)
-                for m in ("fp32", "int8-qat", "int8-ptq-nncf")
+                for m in ("fp32", "int8-qat", "int8-qat-nopad", "int8-ptq-nncf")
                 if m in paths
             }
             results["sizes"][str(size)] = {
@@ -545,12 +549,13 @@ def markdown(results: dict, batches: list[int]) -> str:
         cls = block["ort_op_classes"]
         fp, q = cls["fp32"]["classes"], cls["int8-qat"]["classes"]
         nn = cls.get("int8-ptq-nncf", {}).get("classes", {})
+        nopad = cls.get("int8-qat-nopad", {}).get("classes", {})
         out += [
             "ONNX Runtime time by op class (batch 1, per-node profile; GMAC/s = MACs done / time):",
             "",
             "| op class | FP32 ms | FP32 GMAC/s | our INT8 ms | our INT8 GMAC/s | INT8/FP32 time "
-            "| NNCF INT8 ms |",
-            "|---|---|---|---|---|---|---|",
+            "| our INT8 unpadded ms | NNCF INT8 ms |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for kind in sorted(set(fp) | set(q) | set(nn), key=lambda k: -fp.get(k, {"ms": 0})["ms"]):
             f, qq = fp.get(kind, {"ms": 0.0}), q.get(kind, {"ms": 0.0})
@@ -558,7 +563,8 @@ def markdown(results: dict, batches: list[int]) -> str:
             fg = f"{f['gmac_per_s']:.1f}" if f.get("gmac_per_s") else "–"
             qg = f"{qq['gmac_per_s']:.1f}" if qq.get("gmac_per_s") else "–"
             n = f"{nn[kind]['ms']:.3f}" if kind in nn else "–"
-            out.append(f"| {kind} | {f['ms']:.3f} | {fg} | {qq['ms']:.3f} | {qg} | {ratio} | {n} |")
+            u = f"{nopad[kind]['ms']:.3f}" if kind in nopad else "–"
+            out.append(f"| {kind} | {f['ms']:.3f} | {fg} | {qq['ms']:.3f} | {qg} | {ratio} | {u} | {n} |")
         out.append("")
         acc = block["op_account"]
         cols = [k for k in ("fp32|openvino|f32", "fp32|openvino|bf16", "int8-qat|openvino|auto",

@@ -10,6 +10,7 @@ and keep thop only as a cross-check on float models.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 from collections import Counter
@@ -83,7 +84,9 @@ def count_macs(model: str | Path | onnx.ModelProto, batch: int = 1) -> dict[str,
     """MACs, params and INT8 share of an ONNX model for a batch-``batch`` input, counted from the graph.
 
     Quantized forms (QLinear*, *Integer, QDQ) count exactly like their FP32 twin, and ``params`` counts each
-    stored weight/bias tensor once (never scales or zero-points), so twins agree on both.
+    stored weight/bias tensor once (never scales or zero-points), so twins agree on both. Zero channels that
+    export added for a runtime's kernels (metadata ``padded_channels``, quant/pad_channels.py) are layout,
+    like oneDNN's blocked formats, not model compute: they are left out of both counts.
     """
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise BenchInputError(f"batch must be a positive int, got {batch!r}; fix: pass batch=1 or larger")
@@ -101,6 +104,7 @@ def count_macs(model: str | Path | onnx.ModelProto, batch: int = 1) -> dict[str,
         for name in set(node.input):
             consumers.setdefault(name, []).append(node)
     sizes = _tensor_sizes(graph)
+    padded = _padding(proto)
 
     by_op: Counter[str] = Counter()
     by_node: dict[str, int] = {}
@@ -118,6 +122,9 @@ def count_macs(model: str | Path | onnx.ModelProto, batch: int = 1) -> dict[str,
                 f"cannot size {node.op_type} node '{node.name or node.output[0]}': shapes unknown after "
                 "shape inference; fix: run onnxruntime.quantization.quant_pre_process on the model first"
             )
+        pad = padded.get(node.name)
+        if pad is not None:
+            macs = macs * pad.weight[0] // pad.weight[1]
         by_op[node.op_type] += macs
         by_node[node.name or node.output[0]] = macs
         ins = list(node.input)
@@ -128,10 +135,11 @@ def count_macs(model: str | Path | onnx.ModelProto, batch: int = 1) -> dict[str,
         inputs = [ins[i] for i in (spec.x, spec.w, *spec.bias) if i < len(ins) and ins[i]]
         if spec.integer and not spec.bias:
             inputs += _trailing_bias(node, consumers, producers, sizes)
-        for name in inputs:
+        for k, name in enumerate(inputs):
             source = _weight_source(name, producers, sizes)
             if source is not None:
-                params[source] = sizes[source]
+                num, den = (1, 1) if pad is None or k == 0 else (pad.weight if k == 1 else pad.bias)
+                params[source] = sizes[source] * num // den
 
     total = sum(by_op.values())
     return {
@@ -147,6 +155,27 @@ def count_macs(model: str | Path | onnx.ModelProto, batch: int = 1) -> dict[str,
         "batch": batch,
         "other_ops": dict(other),
     }
+
+
+@dataclass(frozen=True)
+class _Pad:
+    weight: tuple[int, int]  # the conv's weight (and MACs) shrink by this fraction
+    bias: tuple[int, int]  # its bias by this one
+
+
+def _padding(proto: onnx.ModelProto) -> dict[str, _Pad]:
+    """Per conv export padded (``padded_channels`` metadata): the fractions that are model, not padding."""
+    entry = next((p.value for p in proto.metadata_props if p.key == "padded_channels"), None)
+    out: dict[str, _Pad] = {}
+    for rec in json.loads(entry) if entry else []:
+        c, width = rec.get("channels"), rec.get("padded")
+        if not width:
+            continue
+        for name, roles in rec.get("convs", {}).items():
+            dims = len(set(roles) & {"in", "out"}) + ("dw" in roles)
+            bias = (c, width) if set(roles) & {"in", "dw"} else (1, 1)
+            out[name] = _Pad((c**dims, width**dims), bias)
+    return out
 
 
 def thop_macs(torch_model: Any, input_size: Sequence[int] = (1, 3, 224, 224)) -> int:

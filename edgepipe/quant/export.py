@@ -65,13 +65,16 @@ def export_onnx(
     opset: int,
     qdq: bool = False,
     target: str = "onnxruntime",
+    pad_channels: int = 16,
 ) -> Path:
     """Export, clean up the QDQ graph when ``qdq``, stamp metadata, check, and write atomically.
 
     ``target`` shapes the QDQ graph for the runtime that will run it (quant/onnx_qdq.py): 'onnxruntime'
     (integer HardSwish gates, every layer int8: what ONNX Runtime fuses into QLinear* kernels) or 'openvino'
     (HardSwish left for OpenVINO to fuse into the int8 convolution, squeeze-excite in float, as NNCF places
-    it)."""
+    it). For ONNX Runtime, depthwise widths that are not a multiple of ``pad_channels`` (0: off) are padded
+    with zero channels onto its fast int8 depthwise kernel (quant/pad_channels.py; the same function, bit for
+    bit); what was padded is stamped in the metadata (``padded_channels``)."""
     if target not in QDQ_TARGETS:
         raise ValueError(f"unknown QDQ target {target!r}; use one of {', '.join(QDQ_TARGETS)}")
     import onnx
@@ -87,6 +90,11 @@ def export_onnx(
             clean_qdq(proto, integer_activations=target == "onnxruntime")
             if target == "openvino":
                 shape_for_openvino(proto)
+            elif pad_channels:
+                from edgepipe.quant.pad_channels import pad_depthwise_channels
+
+                padded = pad_depthwise_channels(proto, pad_channels)
+                meta = {**meta, "padded_channels": padded}  # bench/macs.py counts the model without them
         set_metadata(proto, meta)
         proto.producer_name = "edgepipe"
         onnx.checker.check_model(proto)

@@ -85,21 +85,24 @@ def _float_layers(path, pre: Preprocessing, r: Recipe) -> dict | None:
 
 
 def _ir(export_model, onnx_path, xml, pre: Preprocessing, meta: dict, r: Recipe, qdq: bool):
-    """The IR OpenVINO gets: int8.onnx converted as is, or (export.openvino_qdq: openvino) the same model
-    re-exported with OpenVINO's Q/DQ placement."""
+    """The IR OpenVINO gets: the FP32 ONNX converted as is; for INT8 the QAT model exported for OpenVINO:
+    int8.onnx's Q/DQ placement without the ONNX Runtime-only shaping (no padded depthwise widths, no float
+    layers), or (export.openvino_qdq: openvino) OpenVINO's placement."""
     import tempfile
     from pathlib import Path
 
     from edgepipe.runtimes.openvino import convert_to_ir
 
-    if not qdq or r.export.openvino_qdq == "onnxruntime":
+    plain = r.export.openvino_qdq == "onnxruntime"
+    if not qdq or (plain and not r.export.pad_channels and not r.export.float_layers):
         return convert_to_ir(onnx_path, xml)
     from edgepipe.quant.export import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="edgepipe-ov-") as tmp:
         shaped = Path(tmp) / onnx_path.name
         size, opset = list(pre.input_size), r.export.opset
-        export_onnx(export_model, shaped, size, meta, opset, qdq=True, target="openvino")
+        export_onnx(export_model, shaped, size, meta, opset, qdq=True,
+                    target="onnxruntime" if plain else "openvino", pad_channels=0)
         return convert_to_ir(shaped, xml)
 
 
@@ -107,7 +110,7 @@ def run(ctx: StageContext) -> StageResult:
     import torch
 
     from edgepipe.models.build import load_qat_model, rebuild
-    from edgepipe.quant.export import export_onnx
+    from edgepipe.quant.export import export_onnx, read_metadata
     from edgepipe.quant.qdq import to_qdq_module
     from edgepipe.runtimes import get_runtime
     from edgepipe.runtimes.predict import runtime_logits, torch_logits
@@ -135,7 +138,8 @@ def run(ctx: StageContext) -> StageResult:
     for key, (export_model, reference, qdq) in models.items():
         path = ctx.out_dir / f"{key}.onnx"
         meta = {**base_meta, "precision": key, "quantization": q_ckpt.get("quant") if qdq else None}
-        export_onnx(export_model, path, list(pre.input_size), meta, r.export.opset, qdq=qdq)
+        export_onnx(export_model, path, list(pre.input_size), meta, r.export.opset, qdq=qdq,
+                    pad_channels=r.export.pad_channels)
         mixed = _float_layers(path, pre, r) if qdq else None
         outputs[f"onnx_{key}"] = path.name
         outputs[f"ops_{key}"] = f"{key}.ops.json"
@@ -167,6 +171,8 @@ def run(ctx: StageContext) -> StageResult:
                 m["openvino_f32_test_top1"] = 100.0 * float((ov32.argmax(1) == y).mean())
         if mixed is not None:
             m["float_layers"] = mixed
+        if qdq:  # depthwise widths padded for ONNX Runtime (export.pad_channels)
+            m["padded_channels"] = read_metadata(path).get("padded_channels", [])
         m["op_account"] = _op_account(path, xml if r.export.openvino else None, pre, r.bench.threads,
                                       ctx.out_dir / f"{key}.ops.json")
         metrics[key] = m
