@@ -298,6 +298,8 @@ def main() -> None:
                 for key, t in lat.items():
                     rows[key][f"b{batch}"] = t
             add_speedups(rows, args.batches)
+            log.info("size %d: the shipped files loaded the usual way", size)
+            plain = plain_loads(paths, size, args.rounds, Path(work))
             sample = np.zeros((1, 3, size, size), np.float32)
             accounts = {}
             for key, row in rows.items():
@@ -321,6 +323,7 @@ def main() -> None:
                 "op_account": accounts,
                 "ort_op_classes": classes,
                 "ort_layer_profile": layer_profile,
+                "plain_load": plain,
                 "failed": failed,
             }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -328,6 +331,49 @@ def main() -> None:
     atomic_write_json(stem.with_suffix(".json"), results)
     atomic_write_text(stem.with_suffix(".md"), markdown(results, args.batches))
     print(markdown(results, args.batches))
+
+
+class _Plain:
+    """A model as a user loads it with each runtime's defaults: ``InferenceSession(path)``,
+    ``core.compile_model(path, "CPU")``; no threads, precision or shape set."""
+
+    def __init__(self, runtime: str, path: Path):
+        if runtime == "onnxruntime":
+            import onnxruntime as ort
+
+            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            name = sess.get_inputs()[0].name
+            self.predict = lambda x: sess.run(None, {name: x})[0]
+        else:
+            import openvino as ov
+
+            request = ov.Core().compile_model(str(path), "CPU").create_infer_request()
+            self.predict = lambda x: request.infer({0: x})
+
+
+def plain_loads(paths: dict, size: int, rounds: int, work: Path) -> dict:
+    """Batch 1, alternating rounds: FP32 and our INT8 as shipped (ONNX for ONNX Runtime, IR with batch 1
+    fixed for OpenVINO) loaded with the runtimes' defaults, and the IRs with a dynamic batch (as export
+    wrote them before): is the INT8 file fast for a user who sets nothing?"""
+    from edgepipe.runtimes.openvino import convert_to_ir
+
+    models = {
+        "fp32 onnxruntime (fp32.onnx)": _Plain("onnxruntime", paths["fp32"]["onnxruntime"]),
+        "int8-qat onnxruntime (int8.onnx)": _Plain("onnxruntime", paths["int8-qat"]["onnxruntime"]),
+        "fp32 openvino (fp32.xml, batch 1)": _Plain("openvino", paths["fp32"]["openvino"]),
+        "int8-qat openvino (int8.xml, batch 1)": _Plain("openvino", paths["int8-qat"]["openvino"]),
+    }
+    for model, label in (("fp32", "fp32.xml"), ("int8-qat-nopad", "int8.xml")):
+        name = "fp32" if model == "fp32" else "int8-qat"
+        dyn = convert_to_ir(paths[model]["onnxruntime"], work / f"{model}_{size}_dynamic.xml", batch=None)
+        models[f"{name} openvino ({label}, dynamic batch)"] = _Plain("openvino", dyn)
+    sample = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
+    lat = alternate_timing(models, sample, rounds, iters=20, warmup=5)
+    for key, row in lat.items():
+        base = next(k for k in lat if k.startswith("fp32 " + key.split()[1]) and
+                    ("dynamic" in k) == ("dynamic" in key))
+        row["paired_speedup_vs_fp32"] = _paired(lat[base], row)
+    return lat
 
 
 def op_class_profile(path: Path, threads: int, sample: np.ndarray, runs: int = 30) -> dict:
@@ -561,6 +607,19 @@ def markdown(results: dict, batches: list[int]) -> str:
         for f in block.get("failed", []):
             out.append(f"| {f['model']} | {f['runtime']} | {f['mode']} | fails: {f['error']} |")
         out += ["", "Targets (batch 1):", "", *targets(block, int(size), trained), ""]
+        plain = block.get("plain_load")
+        if plain:
+            out += [
+                "Loaded the usual way (`InferenceSession(path)`, `core.compile_model(path, \"CPU\")`: no "
+                "threads, precision or shape set; batch 1, alternating rounds; speed-up: the INT8 file over "
+                "the FP32 file loaded the same way, paired per round):",
+                "",
+                "| file, runtime | p50 ms | INT8 over FP32 |",
+                "|---|---|---|",
+                *(f"| {k} | {v['p50_ms']:.3f} ({v['round_median_min_ms']:.3f}–{v['round_median_max_ms']:.3f})"
+                  f" | {v['paired_speedup_vs_fp32']:.2f}x |" for k, v in plain.items()),
+                "",
+            ]
         lp = block.get("ort_layer_profile")
         if lp:
             prof = lp["profile"]

@@ -186,7 +186,11 @@ class OpenVinoRuntime(Runtime):
                 "fix: export a single-input classifier"
             )
         partial = self.model.inputs[0].get_partial_shape()
-        self.input_shape: Shape = tuple(d.get_length() if d.is_static else None for d in partial)
+        # any batch: a static-batch IR (save_ir) is reshaped to the batch given, like a dynamic one
+        self._static = tuple(d.get_length() for d in partial) if partial.is_static else None
+        self.input_shape: Shape = tuple(
+            None if i == 0 or not d.is_static else d.get_length() for i, d in enumerate(partial)
+        )
         self._compiled: dict[tuple[int, ...], tuple[Any, Any]] = {}
         first = tuple(1 if d is None and i == 0 else d for i, d in enumerate(self.input_shape))
         if None in first:  # other dims dynamic too: compile as-is just to read the effective settings back
@@ -213,8 +217,8 @@ class OpenVinoRuntime(Runtime):
 
     def _get(self, shape: tuple[int, ...]):
         if shape not in self._compiled:
-            static = all(d is not None for d in self.input_shape)
-            compiled = _compile(self.core, self.model, None if static else shape, self.device, self.config)
+            as_is = shape == self._static
+            compiled = _compile(self.core, self.model, None if as_is else shape, self.device, self.config)
             self._compiled[shape] = (compiled, compiled.create_infer_request())
             log.debug("compiled %s for input shape %s", self.model_path.name, shape)
         return self._compiled[shape]
@@ -252,10 +256,13 @@ def ov_op_account(
     _check_device(core, device)
     model = read_model(core, model_path)
     partial = model.inputs[0].get_partial_shape()
-    expected: Shape = tuple(d.get_length() if d.is_static else None for d in partial)
+    expected: Shape = tuple(
+        None if i == 0 or not d.is_static else d.get_length() for i, d in enumerate(partial)
+    )
     sample = check_batch(sample, expected, what="op account sample")
+    as_is = partial.is_static and tuple(d.get_length() for d in partial) == tuple(sample.shape)
     config = compile_config(device, threads, resolve_precision(precision, model), "LATENCY", perf_count=True)
-    compiled = _compile(core, model, None if None not in expected else tuple(sample.shape), device, config)
+    compiled = _compile(core, model, None if as_is else tuple(sample.shape), device, config)
 
     ops = []
     for op in compiled.get_runtime_model().get_ordered_ops():
@@ -322,7 +329,7 @@ def ov_op_account(
     return result
 
 
-def convert_to_ir(onnx_path, xml_path, compress_to_fp16: bool = False) -> Path:
+def convert_to_ir(onnx_path, xml_path, compress_to_fp16: bool = False, batch: int | None = 1) -> Path:
     """ONNX -> OpenVINO IR (.xml + .bin). Written under temp names and renamed, old .xml removed first,
     so a killed run leaves either no IR or a whole one (readers find an IR by its .xml)."""
     ov = _ov()
@@ -335,14 +342,32 @@ def convert_to_ir(onnx_path, xml_path, compress_to_fp16: bool = False) -> Path:
         model = ov.convert_model(str(src))
     except Exception as e:  # OpenVINO raises several frontend error types for unreadable files
         raise BenchInputError(f"{src} is not an ONNX model OpenVINO can convert; fix: re-export it") from e
-    save_ir(model, xml, compress_to_fp16)
+    save_ir(model, xml, compress_to_fp16, batch)
     return xml
 
 
-def save_ir(model, xml_path, compress_to_fp16: bool = False) -> Path:
+def static_batch(model, batch: int = 1) -> bool:
+    """Fix a single-input model's dynamic batch dimension to ``batch`` (the other dims static). OpenVINO's
+    CPU plugin compiles a dynamic batch into slower shape-agnostic kernels: a user's plain
+    ``core.compile_model("int8.xml", "CPU")`` then ran our MobileNetV3 INT8 IR at 0.464 ms against 0.299 ms
+    with batch 1 fixed, slower than the FP32 IR (AMD EPYC Zen 5, 48 px; benchmarks/int8_speedup.py, section
+    "loaded the usual way"). Other batch sizes: ``model.reshape([N, 3, H, W])``, as our loader does."""
+    if len(model.inputs) != 1:
+        return False
+    dims = list(model.inputs[0].get_partial_shape())
+    if not dims or dims[0].is_static or not all(d.is_static for d in dims[1:]):
+        return False
+    model.reshape([batch, *(d.get_length() for d in dims[1:])])
+    return True
+
+
+def save_ir(model, xml_path, compress_to_fp16: bool = False, batch: int | None = 1) -> Path:
     """Save an ov.Model as IR under temp names, old .xml removed first and the new .xml renamed in last, so a
-    killed run leaves either no IR or a whole one."""
+    killed run leaves either no IR or a whole one. A dynamic batch is fixed to ``batch`` (None: kept) so the
+    IR is fast when loaded the usual way (static_batch)."""
     ov = _ov()
+    if batch is not None:
+        static_batch(model, batch)
     xml = Path(xml_path)
     xml.parent.mkdir(parents=True, exist_ok=True)
     tmp_xml = xml.with_name(f".{xml.stem}.tmp{os.getpid()}.xml")
