@@ -11,6 +11,8 @@ plus our INT8 with the f32 hint. Uses a finished run's checkpoints (default: the
 re-exported at the model's own input size and at 224 px.
 
     .venv/bin/python benchmarks/int8_speedup.py [--run artifacts/mnv3_qat] [--sizes 64 224]
+    .venv/bin/python benchmarks/int8_speedup.py --run artifacts/lite0_fashion \
+        --recipe recipes/efficientnet_lite0_fashion.yaml --tag efficientnet-lite0
 
 Writes benchmarks/results/int8_speedup_<cpu>.json and .md, <cpu> as bench.timing.cpu_name() names it
 (e.g. amd-epyc-zen5), so results from every CPU sit side by side.
@@ -233,6 +235,7 @@ def main() -> None:
     ap.add_argument("--calibration-images", type=int, default=512)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--cpu-name", help="names the result files (default: bench.timing.cpu_name)")
+    ap.add_argument("--tag", default="", help="appended to the result file stem, e.g. efficientnet-lite0")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     warnings.filterwarnings("ignore")
@@ -327,7 +330,7 @@ def main() -> None:
                 "failed": failed,
             }
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"int8_speedup_{name}"
+    stem = args.out / f"int8_speedup_{name}{'_' + args.tag if args.tag else ''}"
     atomic_write_json(stem.with_suffix(".json"), results)
     atomic_write_text(stem.with_suffix(".md"), markdown(results, args.batches))
     print(markdown(results, args.batches))
