@@ -82,6 +82,28 @@ def test_every_stage_writes_a_manifest_and_the_run_a_report(run):
     assert rows[("fp32", "onnxruntime")]["top1"] > 60
 
 
+def test_shipped_files_are_shaped_for_their_runtime(run):
+    """int8.onnx: depthwise widths padded to 16 for ONNX Runtime (recorded); the IRs: batch 1 fixed, so a
+    plain compile_model gets static kernels, and no padding (OpenVINO gains nothing from it)."""
+    import onnx
+    import openvino as ov
+
+    export = run["out"] / "tiny" / "export"
+    padded = json.loads((export / "manifest.json").read_text())["metrics"]["int8"]["padded_channels"]
+    assert padded and all(r["padded"] % 16 == 0 and r["padded"] > r["channels"] for r in padded)
+    groups = {a.i for n in onnx.load(str(export / "int8.onnx")).graph.node for a in n.attribute
+              if n.op_type == "Conv" and a.name == "group" and a.i > 1}
+    assert groups and all(g % 16 == 0 for g in groups)
+    core = ov.Core()
+    for name in ("fp32.xml", "int8.xml"):
+        shape = core.read_model(str(export / name)).inputs[0].get_partial_shape()
+        assert shape.is_static and shape[0].get_length() == 1, (name, shape)
+    ir = core.read_model(str(export / "int8.xml"))
+    ir_groups = {op.get_output_partial_shape(0)[1].get_length() for op in ir.get_ops()
+                 if op.get_type_name() == "GroupConvolution"}
+    assert any(g % 16 for g in ir_groups), "the IR should keep the model's own widths"
+
+
 def test_second_build_skips_every_stage(own_run):
     status = build(load_recipe(own_run["recipe"]), own_run["out"])
     assert all(s["cached"] for s in status.values())
