@@ -414,6 +414,13 @@ class BenchConfig(_Strict):
     warmup: int = Field(default=20, ge=0)
     min_iters: int = Field(default=100, ge=1)
     min_seconds: float = Field(default=2.0, ge=0)
+    paired_rounds: int = Field(
+        default=15,
+        ge=0,
+        le=500,
+        description="after each row's own timing, every row timed again in this many alternating rounds; "
+        "speed-ups are also given paired per round (speedup_paired): machine drift cancels; 0: off",
+    )
     runtimes: tuple[Literal["onnxruntime", "openvino"], ...] = ("onnxruntime", "openvino")
     fail_if: tuple[str, ...] = Field(
         default=(),

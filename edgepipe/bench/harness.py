@@ -52,3 +52,26 @@ def measure(
             for b, x in samples.items()
         }
     return rt, timings, mem.result()
+
+
+def alternating_rounds(
+    runtimes: dict[str, Any], sample: np.ndarray, rounds: int, iters: int
+) -> dict[str, list[float]]:
+    """Per runtime, the median call time (ms) of each round; each round calls every runtime ``iters`` times
+    in turn (order shuffled per round, seeded). Drift of a shared machine between rounds then hits all of
+    them alike, and a ratio taken within each round cancels it (rows.add_relative: ``speedup_paired``)."""
+    import random
+    import time
+
+    order = list(runtimes)
+    out: dict[str, list[float]] = {k: [] for k in order}
+    for r in range(rounds):
+        random.Random(r).shuffle(order)
+        for key in order:
+            run, times = runtimes[key].predict, []
+            for _ in range(iters):
+                start = time.perf_counter()
+                run(sample)
+                times.append((time.perf_counter() - start) * 1e3)
+            out[key].append(float(np.median(times)))
+    return out

@@ -118,8 +118,11 @@ def _columns(doc: dict[str, Any]) -> list[tuple[str, Any]]:
     ]
     if any(r.get("memory") for r in rows):
         cols.append(("peak MB", lambda r: _fmt((r.get("memory") or {}).get("peak_delta_mb"), 1)))
+    def paired(r: dict) -> str:
+        return "" if r.get("speedup_paired") is None else f" (paired {r['speedup_paired']:.2f}x)"
+
     if one_base:
-        cols.append((f"speed-up vs {names.pop()}", lambda r: _fmt(r.get("speedup"), 2, "x")))
+        cols.append((f"speed-up vs {names.pop()}", lambda r: _fmt(r.get("speedup"), 2, "x") + paired(r)))
     else:  # rows divide by different baselines: each cell names its own
         cols.append(
             (
@@ -127,6 +130,7 @@ def _columns(doc: dict[str, Any]) -> list[tuple[str, Any]]:
                 lambda r: (
                     _fmt(r.get("speedup"), 2, "x")
                     + (f" vs {baseline_name(r)}" if r.get("speedup") is not None else "")
+                    + paired(r)
                 ),
             )
         )
@@ -167,12 +171,21 @@ def markdown(doc: dict[str, Any]) -> str:
         if any(r.get("memory") for r in rows)
         else ""
     )
+    rounds = next((len(r["latency"]["round_medians_ms"]) for r in rows
+                   if r["latency"].get("round_medians_ms")), 0)
+    paired = (
+        f" Paired: every row timed again in {rounds} alternating rounds, the speed-up taken within each "
+        "round and its median over rounds (drift of the machine between rounds cancels; trust it over "
+        "the single-pass p50 ratio on a shared machine)."
+        if rounds
+        else ""
+    )
     text.append(
         f"Baseline for speed-up (p50 ratio) and top-1 drop (points): "
         f"{'the fastest ' if base.get('pick') == 'fastest' else ''}**{base['model']}** row on the same "
         f"{match}. "
         f"Latency: {threads}, {settings['warmup']} warm-up runs, then at least {settings['min_iters']} runs "
-        f"and {settings['min_seconds']:g} s per row; cold = first inference.{openvino}{peak}"
+        f"and {settings['min_seconds']:g} s per row; cold = first inference.{openvino}{peak}{paired}"
     )
     pk = env.get("packages", {})
     text.append(

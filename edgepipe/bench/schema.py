@@ -113,6 +113,7 @@ class Latency(_Strict):
     min_ms: float
     throughput_ips: float
     batch_size: int
+    round_medians_ms: list[float] | None = None
 
 
 class Memory(_Strict):
@@ -158,6 +159,7 @@ class Row(_Strict):
     top1_per_gflop: float | None
     top1_per_ms: float | None
     speedup: float | None
+    speedup_paired: float | None = None
     acc_drop: float | None
     is_baseline: bool
     baseline: RowBaseline | None

@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgepipe import stages
@@ -83,7 +84,13 @@ def test_run_report_rows_name_their_baseline_and_carry_the_plots(run_report):
     md = (run_report / "report.md").read_text()
     # INT8 on OpenVINO divides by another runtime label (the fastest FP32 float mode): each cell names it
     assert md.startswith("# edgepipe report: tiny\n") and "| speed-up |" in md
-    assert f"x vs fp32 · {fastest['runtime_label']} · bs 1 |" in md and "the fastest **fp32** row" in md
+    assert f"x vs fp32 · {fastest['runtime_label']} · bs 1 (paired " in md
+    assert "the fastest **fp32** row" in md
+    # every row timed again in alternating rounds: the paired speed-up is the median of per-round ratios
+    a, b = fastest["latency"]["round_medians_ms"], int8_ov["latency"]["round_medians_ms"]
+    assert len(a) == len(b) > 0 and "alternating rounds" in md
+    ratios = [x / y for x, y in zip(a, b, strict=True)]
+    assert int8_ov["speedup_paired"] == pytest.approx(float(np.median(ratios)))
     for name in doc["plots"].values():
         assert f"]({name})" in md and (run_report / name).read_bytes()[:4] == b"\x89PNG"
     preds = json.loads((run_report / "bench" / "predictions.json").read_text())["preds"]

@@ -61,3 +61,15 @@ def test_relative_gates_compare_with_the_fastest_fp32_float_mode_on_the_same_run
     assert f32["speedup"] == 0.75 and f32["baseline"]["runtime_label"] == "openvino-bf16"
     with pytest.raises(GateFailed, match=r"acc_drop>1 on int8-ptq"):
         check_gates(("acc_drop>1",), ROWS)
+
+
+def test_paired_speedup_is_the_median_of_per_round_ratios_so_drift_cancels():
+    """The host slowed down 2x after three rounds: within each round INT8 is 2x faster, whatever the p50s."""
+    rows = [_row("fp32", 97.8, 3.0, 80.0), _row("int8-qat", 24.6, 2.0, 79.5),
+            _row("int8-ptq", 24.6, 2.0, 79.0)]
+    rows[0]["latency"]["round_medians_ms"] = [2.0, 2.0, 2.0, 4.0, 4.0, 4.0]
+    rows[1]["latency"]["round_medians_ms"] = [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]
+    add_relative(rows, BASELINE)
+    assert rows[1]["speedup"] == 1.5 and rows[1]["speedup_paired"] == 2.0
+    assert rows[0]["speedup_paired"] == 1.0
+    assert rows[2]["speedup_paired"] is None  # no rounds for this row: nothing to pair
