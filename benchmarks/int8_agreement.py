@@ -236,20 +236,21 @@ def openvino_departure(path: Path, x: np.ndarray, threads: int) -> dict:
     core = ov.Core()
     compiled = core.compile_model(core.read_model(str(tapped)), "CPU",
                                   {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads})
-    rows, signed, first = [], [], None
+    differ = {name: [0, 0, 0.0] for name in taps}  # elements >= 1 step apart, elements, most steps
+    signed = []
     for start in range(0, len(x), 50):
         batch = x[start:start + 50]
         a = dict(zip(names, sess.run(None, {sess.get_inputs()[0].name: batch}), strict=True))
         b = {nm: v for k, v in compiled(batch).items() for nm in k.get_names()}
         for name, scale in taps.items():
             d = (b[name] - a[name]) / scale
-            rows.append((name, float((np.abs(d) >= 0.5).sum()), d.size, float(np.abs(d).max())))
+            acc = differ[name]
+            acc[0] += int((np.abs(d) >= 0.5).sum())
+            acc[1] += d.size
+            acc[2] = max(acc[2], float(np.abs(d).max()))
             signed.append(float(d.sum()) / d.size)
-    per: dict[str, list[float]] = {}
-    for name, bad, size, worst in rows:
-        acc = per.setdefault(name, [0.0, 0, 0.0])
-        acc[0], acc[1], acc[2] = acc[0] + bad, acc[1] + size, max(acc[2], worst)
-    table = [{"tensor": n, "differ_share": v[0] / v[1], "max_steps": v[2]} for n, v in per.items()]
+    table = [{"tensor": n, "differ_share": bad / size, "max_steps": worst}
+             for n, (bad, size, worst) in differ.items()]
     first = next((r["tensor"] for r in table if r["differ_share"] > 0), None)
     blocks: dict[str, dict] = {}
     for r in table:

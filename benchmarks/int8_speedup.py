@@ -25,14 +25,13 @@ import json
 import logging
 import random
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from edgepipe.artifacts import atomic_write_json, atomic_write_text
-from edgepipe.bench.harness import model_size_mb
+from edgepipe.bench.harness import alternating_rounds, model_size_mb, paired_ratio, round_medians
 from edgepipe.bench.timing import environment
 from edgepipe.data.loaders import SplitData
 from edgepipe.recipe import load_recipe
@@ -138,26 +137,13 @@ def test_arrays(run: Path, pre, recipe, n: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def alternate_timing(runtimes: dict, sample: np.ndarray, rounds: int, iters: int, warmup: int) -> dict:
-    """Round-robin: each round times ``iters`` calls of every model, in a shuffled order; p50 over all calls,
-    and the lowest and highest per-round median (how much the machine moved during the run)."""
-    for rt in runtimes.values():
-        for _ in range(warmup):
-            rt.predict(sample)
-    times: dict[str, list[list[float]]] = {k: [] for k in runtimes}
-    order = list(runtimes)
-    for r in range(rounds):
-        random.Random(r).shuffle(order)
-        for k in order:
-            rt, one = runtimes[k], []
-            for _ in range(iters):
-                t0 = time.perf_counter()
-                rt.predict(sample)
-                one.append((time.perf_counter() - t0) * 1e3)
-            times[k].append(one)
+    """Round-robin (bench.harness.alternating_rounds): each round times ``iters`` calls of every model, in a
+    shuffled order; p50 over all calls, the per-round medians (for paired ratios) and their lowest and
+    highest (how much the machine moved during the run)."""
     out = {}
-    for k, per_round in times.items():
+    for k, per_round in alternating_rounds(runtimes, sample, rounds, iters, warmup).items():
         flat = [t for one in per_round for t in one]
-        medians = [float(np.median(one)) for one in per_round]
+        medians = round_medians(per_round)
         out[k] = {
             "p50_ms": float(np.percentile(flat, 50)),
             "p90_ms": float(np.percentile(flat, 90)),
@@ -200,14 +186,14 @@ def add_speedups(rows: dict[str, dict], batches: list[int]) -> None:
                 best = min(timed, key=lambda r: r[f"b{b}"]["p50_ms"])
                 cell["fastest_float"] = f"{row['runtime']} {best['mode']}"
                 cell["speedup_vs_fastest_float"] = best[f"b{b}"]["p50_ms"] / cell["p50_ms"]
-                # the same ratio taken within each round (both timed back to back), then the median over
-                # rounds: drift of the machine between rounds (the shared host's load) cancels out
-                pairs = zip(best[f"b{b}"].get("round_medians_ms", []), cell.get("round_medians_ms", []),
-                            strict=False)
-                ratios = [f / q for f, q in pairs]
-                if ratios:
-                    cell["paired_speedup_vs_fastest_float"] = float(np.median(ratios))
-                    cell["paired_speedup_range"] = [float(min(ratios)), float(max(ratios))]
+                # the same ratio taken within each round (both timed back to back), median over rounds:
+                # drift of the machine between rounds (the shared host's load) cancels out
+                paired = _paired(best[f"b{b}"], cell)
+                if paired is not None:
+                    pairs = zip(best[f"b{b}"]["round_medians_ms"], cell["round_medians_ms"], strict=True)
+                    ratios = [f / q for f, q in pairs]
+                    cell["paired_speedup_vs_fastest_float"] = paired
+                    cell["paired_speedup_range"] = [min(ratios), max(ratios)]
 
 
 def main() -> None:
@@ -360,22 +346,23 @@ def plain_loads(paths: dict, size: int, rounds: int, work: Path) -> dict:
     wrote them before): is the INT8 file fast for a user who sets nothing?"""
     from edgepipe.runtimes.openvino import convert_to_ir
 
-    models = {
-        "fp32 onnxruntime (fp32.onnx)": _Plain("onnxruntime", paths["fp32"]["onnxruntime"]),
-        "int8-qat onnxruntime (int8.onnx)": _Plain("onnxruntime", paths["int8-qat"]["onnxruntime"]),
-        "fp32 openvino (fp32.xml, batch 1)": _Plain("openvino", paths["fp32"]["openvino"]),
-        "int8-qat openvino (int8.xml, batch 1)": _Plain("openvino", paths["int8-qat"]["openvino"]),
+    dynamic = {m: convert_to_ir(paths[m]["onnxruntime"], work / f"{m}_{size}_dynamic.xml", batch=None)
+               for m in ("fp32", "int8-qat-nopad")}  # the IR export writes, before batch 1 was fixed
+    fp32, int8 = paths["fp32"], paths["int8-qat"]
+    pairs = {  # (FP32 file, INT8 file) loaded the same way
+        "onnxruntime ({}.onnx)": ("onnxruntime", fp32["onnxruntime"], int8["onnxruntime"]),
+        "openvino ({}.xml, batch 1)": ("openvino", fp32["openvino"], int8["openvino"]),
+        "openvino ({}.xml, dynamic batch)": ("openvino", dynamic["fp32"], dynamic["int8-qat-nopad"]),
     }
-    for model, label in (("fp32", "fp32.xml"), ("int8-qat-nopad", "int8.xml")):
-        name = "fp32" if model == "fp32" else "int8-qat"
-        dyn = convert_to_ir(paths[model]["onnxruntime"], work / f"{model}_{size}_dynamic.xml", batch=None)
-        models[f"{name} openvino ({label}, dynamic batch)"] = _Plain("openvino", dyn)
+    models, base_of = {}, {}
+    for label, (runtime, fp32_file, int8_file) in pairs.items():
+        f, q = f"fp32 {label.format('fp32')}", f"int8-qat {label.format('int8')}"
+        models[f], models[q] = _Plain(runtime, fp32_file), _Plain(runtime, int8_file)
+        base_of[f] = base_of[q] = f
     sample = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
     lat = alternate_timing(models, sample, rounds, iters=20, warmup=5)
     for key, row in lat.items():
-        base = next(k for k in lat if k.startswith("fp32 " + key.split()[1]) and
-                    ("dynamic" in k) == ("dynamic" in key))
-        row["paired_speedup_vs_fp32"] = _paired(lat[base], row)
+        row["paired_speedup_vs_fp32"] = _paired(lat[base_of[key]], row)
     return lat
 
 
@@ -545,10 +532,7 @@ def _ratio(profiles) -> str:
 
 
 def _paired(slow: dict, fast: dict) -> float | None:
-    """Median over rounds of slow/fast round medians (timed back to back in each round)."""
-    pairs = zip(slow.get("round_medians_ms", []), fast.get("round_medians_ms", []), strict=False)
-    ratios = [a / b for a, b in pairs]
-    return float(np.median(ratios)) if ratios else None
+    return paired_ratio(slow.get("round_medians_ms"), fast.get("round_medians_ms"))
 
 
 def _speedup_cell(cell: dict | None) -> str:

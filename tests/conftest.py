@@ -39,6 +39,17 @@ def imagefolder(tmp_path: Path) -> Path:
     return make_imagefolder(tmp_path / "photos")
 
 
+def load_script(name: str):
+    """A script of benchmarks/ as a module (they are scripts, not a package), for tests of its parts."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def tiny_recipe(root: Path, name: str = "tiny", **over) -> dict:
     """A recipe small enough to run all stages in well under a minute on 2 cores."""
     recipe = {

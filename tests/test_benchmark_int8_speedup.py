@@ -4,19 +4,13 @@ load it."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "int8_speedup.py"
+from tests.conftest import load_script
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("int8_speedup", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("int8_speedup")
 
 
 def _row(model, runtime, mode, p50):
@@ -90,8 +84,9 @@ def test_targets_use_the_fastest_float_and_nncf():
 
 
 def _timed(model, runtime, mode, rounds):
-    return {"model": model, "runtime": runtime, "mode": mode,
-            "b1": {"p50_ms": float(np.median(rounds)), "round_medians_ms": rounds}}
+    row = _row(model, runtime, mode, float(np.median(rounds)))
+    row["b1"]["round_medians_ms"] = rounds
+    return row
 
 
 def test_paired_ratios_cancel_drift_between_rounds_and_both_estimates_must_meet_a_target():

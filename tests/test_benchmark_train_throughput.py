@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
 from edgepipe.bench.timing import cpu_name
-from tests.conftest import tiny_recipe
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_throughput.py"
+from tests.conftest import load_script, tiny_recipe
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("train_throughput", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("train_throughput")
 
 
 @pytest.mark.slow

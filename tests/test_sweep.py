@@ -210,13 +210,10 @@ def test_ray_engine_without_ray_names_the_install(tmp_path, monkeypatch):
 
 def test_ablation_benchmark_writes_a_valid_recipe_and_a_grid_the_recipe_accepts(tmp_path):
     import argparse
-    import importlib.util
-    from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation.py"
-    spec = importlib.util.spec_from_file_location("ablation", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    from tests.conftest import load_script
+
+    mod = load_script("ablation")
     path = mod.write_recipe(argparse.Namespace(out=str(tmp_path), epochs=2, limit_per_class=10))
     raw = yaml.safe_load(path.read_text())
     variants = expand(raw, [parse_set(s) for s in mod.DEFAULT_GRID], "ablation")

@@ -55,16 +55,20 @@ def measure(
 
 
 def alternating_rounds(
-    runtimes: dict[str, Any], sample: np.ndarray, rounds: int, iters: int
-) -> dict[str, list[float]]:
-    """Per runtime, the median call time (ms) of each round; each round calls every runtime ``iters`` times
-    in turn (order shuffled per round, seeded). Drift of a shared machine between rounds then hits all of
-    them alike, and a ratio taken within each round cancels it (rows.add_relative: ``speedup_paired``)."""
+    runtimes: dict[str, Any], sample: np.ndarray, rounds: int, iters: int, warmup: int = 0
+) -> dict[str, list[list[float]]]:
+    """Per runtime, every call's time (ms) in each round, after ``warmup`` untimed calls each; each round
+    calls every runtime ``iters`` times in turn (order shuffled per round, seeded). Drift of a shared machine
+    between rounds then hits all of them alike, and a ratio taken within each round cancels it
+    (paired_ratio)."""
     import random
     import time
 
+    for rt in runtimes.values():
+        for _ in range(warmup):
+            rt.predict(sample)
     order = list(runtimes)
-    out: dict[str, list[float]] = {k: [] for k in order}
+    out: dict[str, list[list[float]]] = {k: [] for k in order}
     for r in range(rounds):
         random.Random(r).shuffle(order)
         for key in order:
@@ -73,5 +77,17 @@ def alternating_rounds(
                 start = time.perf_counter()
                 run(sample)
                 times.append((time.perf_counter() - start) * 1e3)
-            out[key].append(float(np.median(times)))
+            out[key].append(times)
     return out
+
+
+def round_medians(calls: list[list[float]]) -> list[float]:
+    return [float(np.median(one)) for one in calls]
+
+
+def paired_ratio(base: list[float] | None, row: list[float] | None) -> float | None:
+    """How many times faster ``row`` ran than ``base``, taken within each round (their round medians, timed
+    back to back) and the median over rounds; None without rounds to pair."""
+    if not base or not row or len(base) != len(row):
+        return None
+    return float(np.median([b / r for b, r in zip(base, row, strict=True) if r > 0]))

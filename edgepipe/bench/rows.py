@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import numpy as np
+from edgepipe.bench.harness import paired_ratio
 
 SCORE_KEYS = ("top1", "top5", "macro_f1", "images", "distinct_predictions", "agreement")
 BASELINE_KEYS = ("model", "runtime", "precision", "runtime_label", "batch_size")
@@ -125,18 +125,11 @@ def add_relative(rows: list[dict[str, Any]], policy: BaselinePolicy) -> None:
             if b is not None and r["latency"]["p50_ms"]
             else None
         )
-        r["speedup_paired"] = _paired(b, r)
+        r["speedup_paired"] = paired_ratio(
+            (b or {}).get("latency", {}).get("round_medians_ms"), r["latency"].get("round_medians_ms")
+        )
         both = b is not None and b.get("top1") is not None and r.get("top1") is not None
         r["acc_drop"] = b["top1"] - r["top1"] if both else None  # type: ignore[index]
-
-
-def _paired(base: dict[str, Any] | None, row: dict[str, Any]) -> float | None:
-    """The speed-up taken within each alternating round (harness.alternating_rounds), median over rounds."""
-    a = (base or {}).get("latency", {}).get("round_medians_ms")
-    b = row["latency"].get("round_medians_ms")
-    if not a or not b or len(a) != len(b):
-        return None
-    return float(np.median([x / y for x, y in zip(a, b, strict=True) if y > 0]))
 
 
 def baseline_name(row: dict[str, Any]) -> str | None:

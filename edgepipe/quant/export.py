@@ -57,6 +57,27 @@ def read_metadata(path: Path) -> dict[str, Any]:
 QDQ_TARGETS = ("onnxruntime", "openvino")
 
 
+def _pad(proto, multiple: int) -> list[dict[str, Any]]:
+    from edgepipe.quant.pad_channels import pad_depthwise_channels
+
+    return pad_depthwise_channels(proto, multiple)  # stamped as padded_channels: bench/macs.py leaves it out
+
+
+def pad_for_onnxruntime(path: Path, multiple: int) -> list[dict[str, Any]]:
+    """Pad an exported INT8 ONNX's depthwise widths in place (quant/pad_channels.py), what was padded stamped
+    in its metadata (``padded_channels``), written atomically; export_onnx's ``pad_channels`` on a file."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    padded = _pad(proto, multiple)
+    if not padded:
+        return padded  # every width already a multiple: the file stays as it is
+    set_metadata(proto, {**{p.key: p.value for p in proto.metadata_props}, "padded_channels": padded})
+    with atomic_path(path) as raw:
+        onnx.save(proto, str(raw))
+    return padded
+
+
 def export_onnx(
     model,
     path: Path,
@@ -91,10 +112,7 @@ def export_onnx(
             if target == "openvino":
                 shape_for_openvino(proto)
             elif pad_channels:
-                from edgepipe.quant.pad_channels import pad_depthwise_channels
-
-                padded = pad_depthwise_channels(proto, pad_channels)
-                meta = {**meta, "padded_channels": padded}  # bench/macs.py counts the model without them
+                meta = {**meta, "padded_channels": _pad(proto, pad_channels)}
         set_metadata(proto, meta)
         proto.producer_name = "edgepipe"
         onnx.checker.check_model(proto)

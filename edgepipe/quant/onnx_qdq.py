@@ -61,6 +61,12 @@ class _Graph:
         self.inits[name] = t
         return name
 
+    def set_nodes(self, nodes: list[onnx.NodeProto]) -> None:
+        """The graph's nodes become ``nodes`` (in order), producers and consumers re-indexed."""
+        del self.g.node[:]
+        self.g.node.extend(nodes)
+        self._index()
+
     def rename_input(self, old: str, new: str) -> None:
         for n in list(self.consumers.get(old, [])):
             for k, i in enumerate(n.input):
@@ -82,9 +88,7 @@ def _remove_identities(gr: _Graph) -> None:
             gr.rename_input(n.output[0], n.input[0])
             continue
         keep.append(n)
-    del gr.g.node[:]
-    gr.g.node.extend(keep)
-    gr._index()
+    gr.set_nodes(keep)
 
 
 def _eval_const(gr: _Graph, name: str, depth: int = 0) -> np.ndarray | None:
@@ -136,9 +140,7 @@ def _fold_pads_into_conv(gr: _Graph) -> int:
         drop.add(id(n))
         folded += 1
     if drop:
-        keep = [n for n in gr.g.node if id(n) not in drop]
-        del gr.g.node[:]
-        gr.g.node.extend(keep)
+        gr.set_nodes([n for n in gr.g.node if id(n) not in drop])
         _drop_unused(gr)
     return folded
 
@@ -168,9 +170,7 @@ def _fold_weight_quantize(gr: _Graph) -> None:
         )
         name = gr.add_init(f"{n.input[0]}_quantized", q.astype(zp.dtype))
         gr.rename_input(n.output[0], name)
-    del gr.g.node[:]
-    gr.g.node.extend(keep)
-    gr._index()
+    gr.set_nodes(keep)
 
 
 def _quantize_bias(gr: _Graph) -> None:
@@ -212,9 +212,7 @@ def _insert_before(gr: _Graph, new_nodes: dict[int, list[onnx.NodeProto]]) -> No
     for idx, n in enumerate(gr.g.node):
         nodes += new_nodes.get(idx, [])
         nodes.append(n)
-    del gr.g.node[:]
-    gr.g.node.extend(nodes)
-    gr._index()
+    gr.set_nodes(nodes)
 
 
 def _propagate_through_pools(gr: _Graph) -> None:
@@ -281,9 +279,7 @@ def _drop_unused(gr: _Graph) -> None:
                 changed = True
                 continue
             keep.append(n)
-        del gr.g.node[:]
-        gr.g.node.extend(keep)
-        gr._index()
+        gr.set_nodes(keep)
     used = {i for n in gr.g.node for i in n.input} | outputs
     live = [i for i in gr.g.initializer if i.name in used]
     del gr.g.initializer[:]
@@ -358,9 +354,7 @@ def _hard_activations_to_integer(gr: _Graph) -> int:
         nodes += new_nodes.get(idx, [])
         if idx not in drop:
             nodes.append(n)
-    del gr.g.node[:]
-    gr.g.node.extend(nodes)
-    gr._index()
+    gr.set_nodes(nodes)
     return replaced
 
 
@@ -411,9 +405,7 @@ def _gates_to_fused_hardswish(gr: _Graph) -> int:
             replaced += 1
             break
     if drop:
-        keep = [n for n in gr.g.node if id(n) not in drop]
-        del gr.g.node[:]
-        gr.g.node.extend(keep)
+        gr.set_nodes([n for n in gr.g.node if id(n) not in drop])
         _drop_unused(gr)
     return replaced
 
@@ -425,9 +417,7 @@ def _bypass(gr: _Graph, q: onnx.NodeProto, dq: onnx.NodeProto) -> None:
     """Remove a Q -> DQ pair: the DQ's consumers read the Q's float input instead."""
     gr.rename_input(dq.output[0], q.input[0])
     keep = [n for n in gr.g.node if n is not q and n is not dq]
-    del gr.g.node[:]
-    gr.g.node.extend(keep)
-    gr._index()
+    gr.set_nodes(keep)
 
 
 def _float_squeeze_excite(gr: _Graph) -> int:

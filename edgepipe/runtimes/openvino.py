@@ -186,11 +186,8 @@ class OpenVinoRuntime(Runtime):
                 "fix: export a single-input classifier"
             )
         partial = self.model.inputs[0].get_partial_shape()
-        # any batch: a static-batch IR (save_ir) is reshaped to the batch given, like a dynamic one
         self._static = tuple(d.get_length() for d in partial) if partial.is_static else None
-        self.input_shape: Shape = tuple(
-            None if i == 0 or not d.is_static else d.get_length() for i, d in enumerate(partial)
-        )
+        self.input_shape: Shape = _any_batch(partial)
         self._compiled: dict[tuple[int, ...], tuple[Any, Any]] = {}
         first = tuple(1 if d is None and i == 0 else d for i, d in enumerate(self.input_shape))
         if None in first:  # other dims dynamic too: compile as-is just to read the effective settings back
@@ -256,10 +253,7 @@ def ov_op_account(
     _check_device(core, device)
     model = read_model(core, model_path)
     partial = model.inputs[0].get_partial_shape()
-    expected: Shape = tuple(
-        None if i == 0 or not d.is_static else d.get_length() for i, d in enumerate(partial)
-    )
-    sample = check_batch(sample, expected, what="op account sample")
+    sample = check_batch(sample, _any_batch(partial), what="op account sample")
     as_is = partial.is_static and tuple(d.get_length() for d in partial) == tuple(sample.shape)
     config = compile_config(device, threads, resolve_precision(precision, model), "LATENCY", perf_count=True)
     compiled = _compile(core, model, None if as_is else tuple(sample.shape), device, config)
@@ -346,12 +340,19 @@ def convert_to_ir(onnx_path, xml_path, compress_to_fp16: bool = False, batch: in
     return xml
 
 
+def _any_batch(partial) -> Shape:
+    """The input shape a batch is checked against: any batch size, the other dims as the model fixes them
+    (a static-batch IR, as save_ir writes it, is reshaped to the batch given like a dynamic one)."""
+    return tuple(None if i == 0 or not d.is_static else d.get_length() for i, d in enumerate(partial))
+
+
 def static_batch(model, batch: int = 1) -> bool:
     """Fix a single-input model's dynamic batch dimension to ``batch`` (the other dims static). OpenVINO's
     CPU plugin compiles a dynamic batch into slower shape-agnostic kernels: a user's plain
-    ``core.compile_model("int8.xml", "CPU")`` then ran our MobileNetV3 INT8 IR at 0.464 ms against 0.299 ms
-    with batch 1 fixed, slower than the FP32 IR (AMD EPYC Zen 5, 48 px; benchmarks/int8_speedup.py, section
-    "loaded the usual way"). Other batch sizes: ``model.reshape([N, 3, H, W])``, as our loader does."""
+    ``core.compile_model("int8.xml", "CPU")`` then ran our MobileNetV3 INT8 IR at 0.539 ms against 0.350 ms
+    with batch 1 fixed, slower than the FP32 IR (AMD EPYC Zen 5, 48 px; benchmarks/results/
+    int8_speedup_amd-epyc-zen5.md, "Loaded the usual way"). Other batch sizes:
+    ``model.reshape([N, 3, H, W])``, as our loader does."""
     if len(model.inputs) != 1:
         return False
     dims = list(model.inputs[0].get_partial_shape())

@@ -15,7 +15,7 @@ import numpy as np
 from edgepipe.artifacts import StageResult, atomic_write_json, hash_json, sha256_file
 from edgepipe.bench import gates as gate_mod
 from edgepipe.bench.accuracy import score_logits
-from edgepipe.bench.harness import alternating_rounds, measure, model_size_mb
+from edgepipe.bench.harness import alternating_rounds, measure, model_size_mb, round_medians
 from edgepipe.bench.loading import graph_compute
 from edgepipe.bench.report import SCHEMA
 from edgepipe.bench.rows import FastestFloat, add_relative, build_row
@@ -145,7 +145,7 @@ def run(ctx: StageContext) -> StageResult:
         sample = np.random.default_rng(0).standard_normal((cfg.batch_size, *pre.input_size), dtype=np.float32)
         rounds = alternating_rounds(dict(enumerate(live)), sample, cfg.paired_rounds, PAIRED_ITERS)
         for i, row in enumerate(rows):
-            row["latency"]["round_medians_ms"] = rounds[i]
+            row["latency"]["round_medians_ms"] = round_medians(rounds[i])
     del live
     add_relative(rows, BASELINE)
     gates = check_gates(cfg.fail_if, rows)

@@ -85,24 +85,22 @@ def _float_layers(path, pre: Preprocessing, r: Recipe) -> dict | None:
 
 
 def _ir(export_model, onnx_path, xml, pre: Preprocessing, meta: dict, r: Recipe, qdq: bool):
-    """The IR OpenVINO gets: the FP32 ONNX converted as is; for INT8 the QAT model exported for OpenVINO:
-    int8.onnx's Q/DQ placement without the ONNX Runtime-only shaping (no padded depthwise widths, no float
-    layers), or (export.openvino_qdq: openvino) OpenVINO's placement."""
+    """The IR OpenVINO gets: the ONNX as exported, before any ONNX Runtime-only shaping (padded depthwise
+    widths, float layers), or (INT8 with export.openvino_qdq: openvino) the QAT model re-exported with
+    OpenVINO's Q/DQ placement."""
     import tempfile
     from pathlib import Path
 
     from edgepipe.runtimes.openvino import convert_to_ir
 
-    plain = r.export.openvino_qdq == "onnxruntime"
-    if not qdq or (plain and not r.export.pad_channels and not r.export.float_layers):
+    if not qdq or r.export.openvino_qdq == "onnxruntime":
         return convert_to_ir(onnx_path, xml)
     from edgepipe.quant.export import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="edgepipe-ov-") as tmp:
         shaped = Path(tmp) / onnx_path.name
         size, opset = list(pre.input_size), r.export.opset
-        export_onnx(export_model, shaped, size, meta, opset, qdq=True,
-                    target="onnxruntime" if plain else "openvino", pad_channels=0)
+        export_onnx(export_model, shaped, size, meta, opset, qdq=True, target="openvino")
         return convert_to_ir(shaped, xml)
 
 
@@ -110,7 +108,7 @@ def run(ctx: StageContext) -> StageResult:
     import torch
 
     from edgepipe.models.build import load_qat_model, rebuild
-    from edgepipe.quant.export import export_onnx, read_metadata
+    from edgepipe.quant.export import export_onnx, pad_for_onnxruntime
     from edgepipe.quant.qdq import to_qdq_module
     from edgepipe.runtimes import get_runtime
     from edgepipe.runtimes.predict import runtime_logits, torch_logits
@@ -138,8 +136,14 @@ def run(ctx: StageContext) -> StageResult:
     for key, (export_model, reference, qdq) in models.items():
         path = ctx.out_dir / f"{key}.onnx"
         meta = {**base_meta, "precision": key, "quantization": q_ckpt.get("quant") if qdq else None}
-        export_onnx(export_model, path, list(pre.input_size), meta, r.export.opset, qdq=qdq,
-                    pad_channels=r.export.pad_channels)
+        export_onnx(export_model, path, list(pre.input_size), meta, r.export.opset, qdq=qdq, pad_channels=0)
+        # the IR first, from the graph as exported; then the ONNX Runtime-only shaping of int8.onnx
+        xml = None
+        if r.export.openvino:
+            xml = _ir(export_model, path, ctx.out_dir / f"{key}.xml", pre, meta, r, qdq)
+        padded = []
+        if qdq and r.export.pad_channels:
+            padded = pad_for_onnxruntime(path, r.export.pad_channels)
         mixed = _float_layers(path, pre, r) if qdq else None
         outputs[f"onnx_{key}"] = path.name
         outputs[f"ops_{key}"] = f"{key}.ops.json"
@@ -152,8 +156,7 @@ def run(ctx: StageContext) -> StageResult:
             "ort_max_abs_logit_diff": float(np.abs(ref - ort).max()),
             "test_images": len(y),
         }
-        if r.export.openvino:
-            xml = _ir(export_model, path, ctx.out_dir / f"{key}.xml", pre, meta, r, qdq)
+        if xml is not None:
             m["openvino_qdq"] = r.export.openvino_qdq if qdq else None
             outputs[f"ir_{key}"] = xml.name
             outputs[f"ir_{key}_bin"] = xml.with_suffix(".bin").name
@@ -172,8 +175,8 @@ def run(ctx: StageContext) -> StageResult:
         if mixed is not None:
             m["float_layers"] = mixed
         if qdq:  # depthwise widths padded for ONNX Runtime (export.pad_channels)
-            m["padded_channels"] = read_metadata(path).get("padded_channels", [])
-        m["op_account"] = _op_account(path, xml if r.export.openvino else None, pre, r.bench.threads,
+            m["padded_channels"] = padded
+        m["op_account"] = _op_account(path, xml, pre, r.bench.threads,
                                       ctx.out_dir / f"{key}.ops.json")
         metrics[key] = m
         log.info(
