@@ -156,11 +156,13 @@ def markdown(results: dict) -> str:
     table, contrast = results["rows"], results["float_bias_contrast"]
     departure = results["openvino_departure"]
     recipe_name, run, n = results["recipe"], results["run"], results["test_images"]
+    env = results["environment"]
     md = [
         f"# INT8 agreement with the torch fake-quant model, hop by hop ({recipe_name} run)",
         "",
         f"Produced by `benchmarks/int8_agreement.py` from the run `{run}` (recipe `{recipe_name}`) on "
-        f"{n} test images; "
+        f"{n} test images; CPU {env.get('cpu_model', '?')} (`{env.get('cpu_name', '?')}`; "
+        f"{', '.join(env.get('isa_flags', []))}); "
         f"onnxruntime {results['environment']['packages']['onnxruntime']}, "
         f"openvino {results['environment']['packages']['openvino']}.",
         "",
