@@ -16,3 +16,6 @@ CAM_METHODS = {
     "layercam": "LayerCAM",
     "eigencam": "EigenCAM",
 }
+
+# CPUs an INT8 model can be checked for (edgepipe/targets/registry.py describes each; `host` is this machine).
+TARGET_NAMES = ("host", "x86-64-v3", "x86-64-v4", "cortex-a72", "cortex-a76")

@@ -355,6 +355,12 @@ class QatConfig(_TrainOptions):
         default=None, ge=0, description="quant ranges freeze from this epoch; null: min(2, epochs - 1)"
     )
     calibration_batches: int = Field(default=16, ge=0, description="observer warm-up before training")
+    numerics: Literal["s7", "s8", "u8u8"] = Field(
+        default="s7",
+        description="INT8 numerics the targets' kernels compute: s7 (7-bit weights: exact on every x86 and "
+        "ARM kernel), s8 (8-bit weights: saturates on x86 without VNNI), u8u8 (s8 written as uint8 weights "
+        "for ONNX Runtime's U8U8 kernels); see docs/targets.md",
+    )
     patience: int = Field(default=5, ge=1)
     max_batches_per_epoch: int | None = Field(default=None, ge=1)
 
@@ -375,6 +381,12 @@ class ExportConfig(_Strict):
     openvino_qdq: Literal["onnxruntime", "openvino"] = Field(
         default="onnxruntime",
         description="Q/DQ placement of the INT8 IR: int8.onnx's, or OpenVINO's (HardSwish fused, SE float)",
+    )
+    target_images: int = Field(
+        default=2000,
+        ge=0,
+        description="test images int8.onnx runs on each target's own kernels (emulated ones are slow); "
+        "0: no target checks",
     )
     pad_channels: Literal[0, 8, 16, 32] = Field(
         default=16,
@@ -475,6 +487,11 @@ class Recipe(_Strict):
     stages: tuple[str, ...] | None = Field(
         default=None, description="stages to run (split always runs); null: all; checked when a build starts"
     )
+    targets: tuple[str, ...] | None = Field(
+        default=None,
+        description="CPUs the INT8 model must be right on (host, x86-64-v3, x86-64-v4, cortex-a72, "
+        "cortex-a76), each checked on its own kernels; null: the host plus every target this machine can check",
+    )
     data: DataConfig
     model: ModelConfig = ModelConfig()
     finetune: FinetuneConfig = FinetuneConfig()
@@ -483,6 +500,20 @@ class Recipe(_Strict):
     ptq: PtqConfig = PtqConfig()
     bench: BenchConfig = BenchConfig()
     explain: ExplainConfig = ExplainConfig()
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        from edgepipe.constants import TARGET_NAMES
+
+        for name in v or ():
+            if name not in TARGET_NAMES:
+                near = difflib.get_close_matches(name, TARGET_NAMES, n=1)
+                hint = f"did you mean '{near[0]}'?" if near else f"use one of {', '.join(TARGET_NAMES)}"
+                raise ValueError(f"unknown target {name!r}; {hint}")
+        if v is not None and not v:
+            raise ValueError("an empty list checks nothing; fix: name at least one target or remove the key")
+        return v
 
     @model_validator(mode="after")
     def _ordered_stages(self) -> Recipe:

@@ -35,6 +35,7 @@ def document(
     reference: dict[str, Any] | None = None,
     recipe: str | None = None,
     stages: dict[str, Any] | None = None,
+    targets: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Every key always present (None where it does not apply), so readers never guess which tool wrote it."""
     from edgepipe import __version__
@@ -55,7 +56,40 @@ def document(
         "stages": stages,
         "notes": notes,
         "plots": plots,
+        "targets": targets,
     }
+
+
+def targets_markdown(targets: list[dict[str, Any]], reference: str = "the QAT torch model") -> list[str]:
+    """The targets table: where each model was checked, on which kernels, and how right it is there."""
+    if not targets:
+        return []
+
+    def cell(v: Any, nd: int = 2) -> str:
+        return "—" if v is None else f"{v:.{nd}f}"
+
+    lines = [
+        "## Targets: the INT8 model on each CPU's own kernels",
+        "",
+        f"| model | target | CPU | how it ran | runtime and kernel path | images | agree % vs {reference} "
+        "| top-1 % | p50 ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for t in targets:
+        how = t["how"] if t["how"] in ("native", "emulated") else f"**{t['how']}**: {t['reason']}"
+        lines.append(
+            f"| {t['model']} | {t['target']} | {t['title']} | {how} | {t['runtime']} "
+            f"{t.get('runtime_version') or ''}: {t['kernel']} | {t['images'] or '—'} | {cell(t['agreement'])} "
+            f"| {cell(t['top1'])} | {cell(t.get('latency_ms'), 3)} |"
+        )
+    lines += [
+        "",
+        "Emulated: qemu-user runs the runtime's own kernels for that CPU, so its integers are that CPU's; "
+        "emulated wall time is not a latency, so latency is given only where a target ran natively. "
+        "A target not checked is never counted as passed.",
+        "",
+    ]
+    return lines
 
 
 def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> dict[str, Path]:
@@ -205,6 +239,8 @@ def markdown(doc: dict[str, Any]) -> str:
             f"agree %: share of images with the same top-1 class as {r['model']} on {r['runtime']} (which "
             f"predicts {r['distinct_predictions']} distinct class(es) on them)."
         )
+    if doc.get("targets"):
+        text += ["", *targets_markdown(doc["targets"])]
     if doc.get("plots"):
         text += ["", *(f"![{PLOTS.get(k, k)}]({p})" for k, p in doc["plots"].items())]
     if doc.get("notes"):
@@ -250,10 +286,47 @@ def write_run_report(run_dir: Path, recipe, status: dict[str, Any]) -> dict[str,
         plots=plots,
         recipe=recipe.name,
         stages=stages,
+        targets=_run_targets(rows, stages),
     )
     atomic_write_json(run_dir / "report.json", doc)
     atomic_write_text(run_dir / "report.md", markdown(doc))
     return doc
+
+
+def _version(package: str) -> str | None:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _run_targets(rows: list[dict], stages: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The export stage's target checks of int8.onnx, plus OpenVINO on the host; the host rows carry the bench
+    stage's p50 (the one place a latency was measured on a target)."""
+    exp = stages.get("export", {}).get("metrics", {}).get("int8")
+    if not isinstance(exp, dict) or not exp.get("targets"):
+        return None
+
+    def p50(runtime: str) -> float | None:
+        hit = [r for r in rows if r["model"] == "int8-qat" and r["runtime"] == runtime]
+        return hit[0]["latency"]["p50_ms"] if hit else None
+
+    out = []
+    for t in exp["targets"]:
+        native = t["how"] == "native" and t["target"] == "host"
+        out.append({"model": "int8-qat", **t, "latency_ms": p50("onnxruntime") if native else None})
+    if "openvino_agreement" in exp:
+        host = next((t for t in exp["targets"] if t["target"] == "host"), None)
+        out.append({
+            "model": "int8-qat", "target": "host", "title": host["title"] if host else "this machine",
+            "how": "native", "kernel": f"precision {exp.get('openvino_precision')}", "runtime": "openvino",
+            "images": exp["test_images"], "agreement": 100 * exp["openvino_agreement"],
+            "top1": exp.get("openvino_test_top1"), "reason": "", "runtime_version": _version("openvino"),
+            "cpu": host["cpu"] if host else {}, "wall_s": None, "latency_ms": p50("openvino"),
+        })  # fmt: skip
+    return out
 
 
 WARNING = "WARNING: "  # notes that start so are shown above the table

@@ -182,6 +182,25 @@ class StageSummary(_Strict):
     cached: bool
 
 
+class TargetRow(_Strict):
+    """A model checked on one target's own kernels (edgepipe/targets): numerics, and latency only natively."""
+
+    model: str
+    target: str
+    title: str
+    how: Literal["native", "emulated", "not checked", "failed"]
+    kernel: str
+    runtime: str
+    images: int
+    agreement: float | None
+    top1: float | None
+    reason: str
+    runtime_version: str | None
+    cpu: dict[str, Any]
+    wall_s: float | None
+    latency_ms: float | None = None
+
+
 class Document(_Strict):
     schema_: Literal["edgepipe.bench/2"] = Field(alias="schema")
     created_utc: str
@@ -198,11 +217,12 @@ class Document(_Strict):
     stages: dict[str, StageSummary] | None
     notes: list[str]
     plots: dict[str, str]
+    targets: list[TargetRow] | None = None
 
 
 MODELS: tuple[type[BaseModel], ...] = (
     Document, Environment, Settings, Baseline, Data, Reference, Model, Compute, Row, Latency, Memory,
-    RowBaseline, GateResult, StageSummary,
+    RowBaseline, GateResult, StageSummary, TargetRow,
 )  # fmt: skip
 
 

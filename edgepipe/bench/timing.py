@@ -132,6 +132,11 @@ def cpu_name() -> str:
     return f"{base}-{uarch or f'f{family}m{model}'}"
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's ISA flags (x86 ``flags``, ARM ``Features``) from /proc/cpuinfo; empty when unreadable."""
+    return _cpuinfo()[1]
+
+
 def _cpuinfo() -> tuple[str, set[str]]:
     """CPU model name and flag set from /proc/cpuinfo (empty off Linux or when unreadable)."""
     try:

@@ -171,7 +171,9 @@ def load_qat_model(checkpoint: dict) -> Any:
     cfg = ModelConfig(**{**checkpoint["model_cfg"], "pretrained": "none"})
     model, _ = build_model(cfg, checkpoint["num_classes"], quantizable=True)
     size = checkpoint["preprocessing"]["input_size"]
-    prepare_qat(model, example=torch.zeros(1, *size))  # binds each int32 bias to its input's fake-quant
+    # binds each int32 bias to its input's fake-quant; a checkpoint without numerics predates s7: s8
+    numerics = (checkpoint.get("quant") or {}).get("numerics", "s8")
+    prepare_qat(model, example=torch.zeros(1, *size), numerics=numerics)
     model.load_state_dict(checkpoint["state_dict"])
     freeze_observers(model)
     freeze_bn_stats(model)

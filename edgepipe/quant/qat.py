@@ -13,9 +13,20 @@ from typing import Any
 from edgepipe.errors import ModelError
 
 # Per-channel symmetric INT8 weights, per-tensor affine UINT8 activations (ONNX Runtime's U8S8 and OpenVINO's
-# u8 x i8 kernels). Full 8-bit activation range: reduce_range only matters on CPUs without VNNI.
+# u8 x i8 kernels). The weights' range is the model's numerics (NUMERICS): what the targets' kernels compute.
 ACT_QMIN, ACT_QMAX = 0, 255
 W_QMIN, W_QMAX = -128, 127
+
+# qat.numerics -> the weight grid QAT trains, and why:
+# * s8: full 8-bit weights. Exact on AVX-512 VNNI / AVX-VNNI (vpdpbusd) and on ARM (sdot/udot, smull), but
+#   x86 CPUs without VNNI (AVX2: Haswell to Zen 3) multiply u8 x s8 with vpmaddubsw, whose int16 sums of two
+#   products saturate at 32767 (255 * 127 * 2 = 64770): the integers run there are not the trained ones.
+# * s7: weights on [-64, 63] (ONNX Runtime's reduce_range), 255 * 64 * 2 = 32640 fits int16: the same
+#   integers on every x86 and ARM kernel. QAT trains the 7-bit grid, so nothing is rounded after training.
+# * u8u8: the s8 model with its weights written as uint8 (+128, zero point 128): bit-for-bit the same model,
+#   which ONNX Runtime runs on its U8U8 kernels (16-bit products on AVX2, no saturation). Export-only.
+NUMERICS = {"s8": (-128, 127), "s7": (-64, 63), "u8u8": (-128, 127)}
+DEFAULT_NUMERICS = "s7"
 
 
 def _tq():
@@ -120,10 +131,42 @@ def _quantize_like_the_runtime(model: Any) -> None:
                 child.register_forward_hook(_observe_output)
 
 
-def prepare_qat(model: Any, example: Any = None) -> Any:
-    """Fuse Conv+BN(+ReLU), insert fake-quant, and fake-quantize each conv/linear bias to int32 as the export
-    does (int32_bias.py); the model must be a quantizable twin. ``example`` (one input batch) binds each bias
-    to its input's fake-quant now; without it the model binds itself on its first forward."""
+def set_weight_numerics(model: Any, numerics: str) -> None:
+    """Put every weight fake-quant (and its observer) of a prepared model on the grid of ``numerics``.
+
+    Done once after prepare, so every weight — conv, linear, ReLU6-fused, the cosine head's — gets the same
+    grid whatever qconfig built it. Activations keep their 8-bit range (u8 x s7 is what fits int16)."""
+    import torch
+
+    if numerics not in NUMERICS:
+        raise ModelError(f"unknown numerics {numerics!r}; fix: use one of {', '.join(NUMERICS)}")
+    qmin, qmax = NUMERICS[numerics]
+    tq = _tq()
+    for m in model.modules():
+        if isinstance(m, tq.FakeQuantizeBase) and getattr(m, "dtype", None) == torch.qint8:
+            for obj in (m, getattr(m, "activation_post_process", None)):
+                if obj is not None and hasattr(obj, "quant_min"):
+                    obj.quant_min, obj.quant_max = qmin, qmax
+
+
+def weight_range(model: Any) -> tuple[int, int]:
+    """The (qmin, qmax) weight grid a prepared model trains (one grid per model, set_weight_numerics)."""
+    import torch
+
+    tq = _tq()
+    ranges = {
+        (int(m.quant_min), int(m.quant_max))
+        for m in model.modules()
+        if isinstance(m, tq.FakeQuantizeBase) and getattr(m, "dtype", None) == torch.qint8
+    }
+    return ranges.pop() if len(ranges) == 1 else (W_QMIN, W_QMAX)
+
+
+def prepare_qat(model: Any, example: Any = None, numerics: str = DEFAULT_NUMERICS) -> Any:
+    """Fuse Conv+BN(+ReLU), insert fake-quant on the weight grid of ``numerics`` (NUMERICS), and fake-quantize
+    each conv/linear bias to int32 as the export does (int32_bias.py); the model must be a quantizable twin.
+    ``example`` (one input batch) binds each bias to its input's fake-quant now; without it the model binds
+    itself on its first forward."""
     tq = _tq()
     model.train()
     if not hasattr(model, "fuse_model"):
@@ -137,6 +180,7 @@ def prepare_qat(model: Any, example: Any = None) -> Any:
         warnings.simplefilter("ignore")
         tq.prepare_qat(model, inplace=True)
     _quantize_like_the_runtime(model)
+    set_weight_numerics(model, numerics)
     from edgepipe.quant.int32_bias import add_int32_biases, bind_int32_biases
 
     add_int32_biases(model)

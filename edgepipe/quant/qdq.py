@@ -25,7 +25,9 @@ import torch.nn.functional as F
 
 from edgepipe.errors import ModelError
 from edgepipe.quant.int32_bias import quantized_bias
-from edgepipe.quant.qat import W_QMAX, W_QMIN, _tq, is_qat_conv, is_qat_linear
+from edgepipe.quant.qat import W_QMAX as INT8_MAX
+from edgepipe.quant.qat import W_QMIN as INT8_MIN
+from edgepipe.quant.qat import _tq, is_qat_conv, is_qat_linear
 
 
 class QDQ(nn.Module):
@@ -56,17 +58,20 @@ class _QDQWeight(nn.Module):
         super().__init__()
         self.register_buffer("w_scale", fq.scale.detach().clone().float())
         self.register_buffer("w_zero_point", fq.zero_point.detach().clone().int())
+        # the trained grid (qat.NUMERICS: 7 or 8 bits) rounds the stored weight; the graph's Q/DQ then spans
+        # int8, the one signed range ONNX has, which leaves an on-grid 7-bit weight as it is
+        self.qmin, self.qmax = int(fq.quant_min), int(fq.quant_max)
         # Stored on the int8 grid as torch rounded it: torch rounds w * (1/s), the ONNX cleanup w / s, which
         # differ at a channel's extreme (|w/s| = 127.5 exactly); re-rounding an on-grid value cannot differ.
         on_grid = torch.fake_quantize_per_channel_affine(
-            weight.detach().float(), self.w_scale, self.w_zero_point, 0, W_QMIN, W_QMAX
+            weight.detach().float(), self.w_scale, self.w_zero_point, 0, self.qmin, self.qmax
         )
         self.weight = nn.Parameter(on_grid, requires_grad=False)
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
 
     def qweight(self) -> torch.Tensor:
         return torch.fake_quantize_per_channel_affine(
-            self.weight, self.w_scale, self.w_zero_point, 0, W_QMIN, W_QMAX
+            self.weight, self.w_scale, self.w_zero_point, 0, INT8_MIN, INT8_MAX
         )
 
 
@@ -125,8 +130,10 @@ class QDQCosineHead(nn.Module):
     def __init__(self, head: Any):
         super().__init__()
         self.inp = _qdq_from(head.input_quant.activation_post_process)
-        self.weight = nn.Parameter(head.effective_weight().detach().t().contiguous(), requires_grad=False)
-        self.w = _qdq_from(head.weight_fake_quant)
+        grid = _qdq_from(head.weight_fake_quant)  # rounded on the trained grid, exported on int8's
+        on_grid = grid(head.effective_weight().detach()).t().contiguous()
+        self.weight = nn.Parameter(on_grid, requires_grad=False)
+        self.w = QDQ(grid.scale, grid.zero_point, INT8_MIN, INT8_MAX)
         self.out = _qdq_from(head.output_quant.activation_post_process)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,42 @@ log = logging.getLogger(__name__)
 
 
 def config(recipe: Recipe) -> dict[str, Any]:
-    return {"export": recipe.export.model_dump(), "bench_threads": recipe.bench.threads}
+    from edgepipe.targets import resolve
+
+    # the targets as this machine checks them: a newly installed emulator re-runs the checks
+    targets = [(p.target.name, p.how) for p in resolve(recipe.targets)] if recipe.export.target_images else []
+    return {"export": recipe.export.model_dump(), "bench_threads": recipe.bench.threads, "targets": targets}
+
+
+def _check_targets(path, x: np.ndarray, ref: np.ndarray, y: np.ndarray, r: Recipe) -> list[dict]:
+    """int8.onnx as shipped, run by ONNX Runtime's own kernels for each target (targets/), on a seeded sample
+    of the test split: agreement with the QAT torch model and top-1 per target."""
+    from edgepipe.targets import check_targets, resolve
+
+    n = min(len(x), r.export.target_images)
+    if n == 0:
+        return []
+    idx = np.sort(np.random.default_rng(r.seed).permutation(len(x))[:n])
+    results = check_targets(path, x[idx], ref[idx], y[idx], resolve(r.targets))
+    return [t.to_dict() for t in results]
+
+
+def _target_gate(metrics: dict, r: Recipe) -> None:
+    """The export gate per target: a checked target under export.min_agreement stops the build."""
+    for key, m in metrics.items():
+        for t in m.get("targets", ()):
+            if t["agreement"] is None or t["agreement"] >= 100 * r.export.min_agreement:
+                continue
+            fix = (
+                "qat.numerics: s7 (7-bit weights, exact on every x86 and ARM kernel)"
+                if r.qat.numerics == "s8" and t["kernel"].startswith("AVX2")
+                else "raise qat.epochs or check export.float_layers"
+            )
+            raise ParityError(
+                f"{key} model: ONNX Runtime on target {t['target']} ({t['how']}, {t['kernel']}) agrees with "
+                f"torch on only {t['agreement']:.2f}% of {t['images']} test images (< export.min_agreement "
+                f"{100 * r.export.min_agreement:.2f}%); fix: {fix}, or drop {t['target']} from targets"
+            )
 
 
 def _agreement(a: np.ndarray, b: np.ndarray) -> float:
@@ -145,6 +180,10 @@ def run(ctx: StageContext) -> StageResult:
         if qdq and r.export.pad_channels:
             padded = pad_for_onnxruntime(path, r.export.pad_channels)
         mixed = _float_layers(path, pre, r) if qdq else None
+        if qdq and q_ckpt.get("quant", {}).get("numerics") == "u8u8":
+            from edgepipe.quant.u8u8 import weights_to_uint8
+
+            weights_to_uint8(path)  # the same integers, on ONNX Runtime's U8U8 kernels
         outputs[f"onnx_{key}"] = path.name
         outputs[f"ops_{key}"] = f"{key}.ops.json"
         ref = torch_logits(reference, x)
@@ -176,6 +215,8 @@ def run(ctx: StageContext) -> StageResult:
             m["float_layers"] = mixed
         if qdq:  # depthwise widths padded for ONNX Runtime (export.pad_channels)
             m["padded_channels"] = padded
+            m["numerics"] = q_ckpt.get("quant", {}).get("numerics", "s8")
+            m["targets"] = _check_targets(path, x, ref, y, r)
         m["op_account"] = _op_account(path, xml, pre, r.bench.threads,
                                       ctx.out_dir / f"{key}.ops.json")
         metrics[key] = m
@@ -203,6 +244,11 @@ def run(ctx: StageContext) -> StageResult:
             f"{k} model: {a.split('_')[0]} agrees with torch on only {100 * v:.2f}% of the test split{at} "
             f"(< export.min_agreement {100 * r.export.min_agreement:.2f}%); see {evidence}"
         )
+    try:
+        _target_gate(metrics, r)
+    except ParityError as exc:
+        evidence = atomic_write_json(ctx.run_dir / "export.failed-agreement.json", metrics)
+        raise ParityError(f"{exc}; see {evidence}") from None
     return StageResult(outputs=outputs, metrics=metrics)
 
 

@@ -71,7 +71,7 @@ def run(ctx: StageContext) -> StageResult:
     import torch
 
     from edgepipe.models.build import build_model
-    from edgepipe.quant.qat import freeze_bn_stats, freeze_observers, freeze_plan, prepare_qat
+    from edgepipe.quant.qat import NUMERICS, freeze_bn_stats, freeze_observers, freeze_plan, prepare_qat
     from edgepipe.recipe import ModelConfig
 
     r, cfg = ctx.recipe, ctx.recipe.qat
@@ -82,7 +82,8 @@ def run(ctx: StageContext) -> StageResult:
     model_cfg = ModelConfig(**{**float_ckpt["model_cfg"], "pretrained": "none"})
     model, _ = build_model(model_cfg, float_ckpt["num_classes"], quantizable=True)
     model.load_state_dict(float_ckpt["state_dict"])
-    prepare_qat(model, example=torch.zeros(1, *pre.input_size))  # binds each int32 bias to its input
+    # binds each int32 bias to its input; weights on the grid the targets' kernels compute (qat.numerics)
+    prepare_qat(model, example=torch.zeros(1, *pre.input_size), numerics=cfg.numerics)
     dev = device()
     model.to(dev)
     # The prepared twin's blocks are the float model's (fused in place), so the count means the same layers.
@@ -114,13 +115,15 @@ def run(ctx: StageContext) -> StageResult:
     model.eval()
     evals = evaluation_metrics(model, data, dev, ctx.out_dir, title=f"QAT {float_ckpt['arch']} (fake-quant)")
     checkpoint = {k: v for k, v in float_ckpt.items() if k not in ("state_dict", "epoch")}
+    qmin, qmax = NUMERICS[cfg.numerics]
     checkpoint.update(
         {
             "state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
             "epoch": result.best_epoch,
             "quant": {
                 "scheme": "eager-qat",
-                "weights": "int8 per-channel symmetric",
+                "weights": f"int8 per-channel symmetric on [{qmin}, {qmax}]",
+                "numerics": cfg.numerics,
                 "activations": "uint8 per-tensor affine",
                 "qat": cfg.model_dump(),
             },
