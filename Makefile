@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgepipe-installed
 
-.PHONY: build test test-fast smoke install data lint gpu-check
+.PHONY: build test test-fast smoke install targets data lint gpu-check
 
 # constraints.txt pins the registry's matched torch/torchvision pair (see the comments there).
 # Extras: weights (ImageNet weights torchvision lacks), nncf (PTQ peer), explain (Grad-CAM), dist (ray), pt2e.
@@ -16,21 +16,26 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -c "import torch, torchvision; torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)"
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) targets
+
+# The emulators that check INT8 on other CPUs' own kernels (qemu-user from Debian; an arm64 Debian python and
+# the PyPI aarch64 numpy/onnxruntime wheels under .targets/): docs/targets.md.
+targets: $(STAMP)
+	VENV=$(VENV) bash scripts/install-targets.sh
 
 data:
 	bash scripts/install-fashion-mnist.sh
 
-build: $(STAMP) data
+build: $(STAMP) targets data
 	$(VENV)/bin/edgepipe build recipes/mnv3_qat.yaml
 
-smoke: $(STAMP) data
+smoke: $(STAMP) targets data
 	$(VENV)/bin/edgepipe build recipes/smoke.yaml
 
-test: $(STAMP)
+test: $(STAMP) targets
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) targets
 	$(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP)

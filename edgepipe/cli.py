@@ -229,6 +229,20 @@ def bench(
     warmup: Annotated[int, typer.Option(help="Untimed warm-up runs (the first is reported as cold).")] = 20,
     min_iters: Annotated[int, typer.Option("--min-iters", help="At least this many timed runs.")] = 100,
     min_seconds: Annotated[float, typer.Option("--min-seconds", help="And at least this much time.")] = 2.0,
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--target",
+            metavar="NAME",
+            help="Also run each .onnx on this CPU's own ONNX Runtime kernels and score agreement with its "
+            "host run (or --reference); needs --data. host, x86-64-v3, x86-64-v4, cortex-a72, cortex-a76 "
+            "(repeat). Emulated targets: numerics only, no latency.",
+        ),
+    ] = None,
+    target_images: Annotated[
+        int,
+        typer.Option("--target-images", metavar="N", help="--target: at most N images (a seeded subset)."),
+    ] = 2000,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Benchmark models on runtimes: latency, memory, accuracy, MACs from the graph; gates exit 8."""
@@ -254,6 +268,8 @@ def bench(
             gates=fail_if or [],
             json_out=json_out,
             plots_dir=plots,
+            targets=target or None,
+            target_images=target_images,
         )
         result = bench_models(models, opts)
         typer.echo(result.markdown)

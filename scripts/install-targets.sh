@@ -8,8 +8,6 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dest=${1:-$repo/.targets}
 venv=${VENV:-.venv}
 case $venv in /*) ;; *) venv=$repo/$venv ;; esac
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-security=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 # What `import numpy, onnxruntime` and an inference session need (python3.11's own NEEDED: libc, libz, libexpat;
 # the wheels': libstdc++, libgcc_s); libffi8 for ctypes. onnxruntime's declared deps (flatbuffers, packaging,
@@ -66,11 +64,10 @@ if [ "$(cat "$work/sysroot/.installed" 2>/dev/null)" != "$sysroot_key" ]; then
   apt_dir=$tmp/apt
   mkdir -p "$apt_dir"/{lists/partial,cache/archives/partial,sources.list.d,preferences.d} "$tmp/debs"
   : >"$apt_dir/status"
-  {
-    echo "deb [arch=arm64 signed-by=$keyring] $mirror bookworm main"
-    echo "deb [arch=arm64 signed-by=$keyring] $mirror bookworm-updates main"
-    echo "deb [arch=arm64 signed-by=$keyring] $security bookworm-security main"
-  } >"$apt_dir/sources.list"
+  # The machine's own Debian sources (the entries signed by Debian's archive keyring), asked for arm64.
+  python3 "$repo/scripts/debian_sources.py" "$keyring" arm64 >"$apt_dir/sources.list"
+  [ -s "$apt_dir/sources.list" ] || {
+    echo "error: no Debian source signed by $keyring in /etc/apt; fix: add Debian's bookworm sources" >&2; exit 1; }
   apt=(apt-get -q -o APT::Architecture=arm64 -o APT::Architectures=arm64
     -o Dir::State="$apt_dir" -o Dir::State::Lists="$apt_dir/lists" -o Dir::State::status="$apt_dir/status"
     -o Dir::Cache="$apt_dir/cache" -o Dir::Etc::SourceList="$apt_dir/sources.list"

@@ -74,6 +74,7 @@ def tiny_recipe(root: Path, name: str = "tiny", **over) -> dict:
             "calibration_batches": 2,
         },
         "export": {"min_agreement": 0.8, "openvino": True},
+        "targets": ["host"],  # the emulated targets: tests/targets/ and test_pipeline_e2e.py (targets: null)
         "ptq": {"calibration_images": 16},
         "bench": {"warmup": 2, "min_iters": 5, "min_seconds": 0.0},
     }

@@ -25,7 +25,8 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     data = make_imagefolder(tmp / "photos", classes=3, per_class=30, size=36)
     recipe_path = tmp / "tiny.yaml"
-    recipe_path.write_text(yaml.safe_dump(tiny_recipe(data)))
+    # targets: null -> the host plus every target this machine can check (make test installs the emulators)
+    recipe_path.write_text(yaml.safe_dump(tiny_recipe(data, targets=None)))
     out = tmp / "artifacts"
     status = build(load_recipe(recipe_path), out)
     return {"tmp": tmp, "recipe": recipe_path, "out": out, "status": status, "data": data}
@@ -80,6 +81,28 @@ def test_every_stage_writes_a_manifest_and_the_run_a_report(run):
     assert agreement["int8"]["ort_agreement"] >= 0.8
     # the data is easy: a working pipeline must beat chance (33%) clearly
     assert rows[("fp32", "onnxruntime")]["top1"] > 60
+
+
+def test_report_shows_int8_on_every_target_with_how_it_ran(run):
+    """The default targets: the host natively, every target this machine can check emulated, each scored on
+    its own kernels; emulated rows carry no latency."""
+    from edgepipe.targets import resolve
+
+    run_dir = run["out"] / "tiny"
+    report = json.loads((run_dir / "report.json").read_text())
+    onnx_rows = [t for t in report["targets"] if t["runtime"] == "onnxruntime"]
+    assert [t["target"] for t in onnx_rows] == [p.target.name for p in resolve(None)]
+    assert onnx_rows[0]["target"] == "host" and onnx_rows[0]["how"] == "native"
+    assert onnx_rows[0]["latency_ms"] > 0
+    for t in onnx_rows:
+        assert t["how"] in ("native", "emulated") and t["agreement"] >= 80 and t["images"] > 0
+        if t["how"] == "emulated":
+            assert t["latency_ms"] is None
+    assert any(t["runtime"] == "openvino" for t in report["targets"])
+    md = (run_dir / "report.md").read_text()
+    assert "## Targets" in md and "| int8-qat | host |" in md
+    export = report["stages"]["export"]["metrics"]["int8"]
+    assert export["numerics"] == "s7"
 
 
 def test_shipped_files_are_shaped_for_their_runtime(run):

@@ -79,8 +79,8 @@ def targets_markdown(targets: list[dict[str, Any]], reference: str = "the QAT to
         how = t["how"] if t["how"] in ("native", "emulated") else f"**{t['how']}**: {t['reason']}"
         lines.append(
             f"| {t['model']} | {t['target']} | {t['title']} | {how} | {t['runtime']} "
-            f"{t.get('runtime_version') or ''}: {t['kernel']} | {t['images'] or '—'} | {cell(t['agreement'])} "
-            f"| {cell(t['top1'])} | {cell(t.get('latency_ms'), 3)} |"
+            f"{t.get('runtime_version') or ''}: {t['kernel']} | {t['images'] or '—'} "
+            f"| {cell(t['agreement'])} | {cell(t['top1'])} | {cell(t.get('latency_ms'), 3)} |"
         )
     lines += [
         "",
@@ -90,6 +90,17 @@ def targets_markdown(targets: list[dict[str, Any]], reference: str = "the QAT to
         "",
     ]
     return lines
+
+
+def targets_reference(doc: dict[str, Any]) -> str:
+    """What the targets' agreement compares with: a run's QAT torch model; in `edgepipe bench`, the
+    --reference model, else each model's own host run on ONNX Runtime."""
+    if doc.get("recipe") is not None:
+        return "the QAT torch model"
+    ref = doc.get("reference")
+    if ref is None:
+        return "the same model on ONNX Runtime here (host)"
+    return f"{ref['model']} on {ref['runtime']}"
 
 
 def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> dict[str, Path]:
@@ -240,7 +251,7 @@ def markdown(doc: dict[str, Any]) -> str:
             f"predicts {r['distinct_predictions']} distinct class(es) on them)."
         )
     if doc.get("targets"):
-        text += ["", *targets_markdown(doc["targets"])]
+        text += ["", *targets_markdown(doc["targets"], reference=targets_reference(doc))]
     if doc.get("plots"):
         text += ["", *(f"![{PLOTS.get(k, k)}]({p})" for k, p in doc["plots"].items())]
     if doc.get("notes"):

@@ -3,7 +3,9 @@
 Every input problem (not a model, wrong input shape or layout, missing runtime, classes the model lacks,
 malformed gate) is found before the first timed run. Then, per model and runtime: peak memory and latency
 (cold first inference, then warm-up, percentiles), accuracy on ``--data`` through that runtime, agreement
-with ``--reference``, and MACs counted on the ONNX graph. Output: an ``edgepipe.bench/2`` document (the
+with ``--reference``, and MACs counted on the ONNX graph. With ``--target``, each ``.onnx`` also runs on each
+named CPU's own ONNX Runtime kernels (edgepipe.targets: natively, or under qemu-user: numerics only) and is
+scored against its host run (or ``--reference``). Output: an ``edgepipe.bench/2`` document (the
 schema a run's report.json shares, docs/report_schema.md), a Markdown table, optional PNG plots, and gate
 results that ``edgepipe.bench.gates.enforce`` turns into exit 8.
 """
@@ -64,6 +66,8 @@ class BenchOptions:
     json_out: Path | None = None
     plots_dir: Path | None = None
     opset: int = 17
+    targets: list[str] | None = None  # --target: CPUs each .onnx is checked on (edgepipe.targets)
+    target_images: int = 2000  # at most this many of the --data images per target check (a seeded subset)
 
 
 @dataclass
@@ -111,6 +115,16 @@ def _check_options(models: list, opts: BenchOptions) -> None:
             "--reference needs images to compare on",
             "pass --data too",
         ),
+        (
+            bool(opts.targets) and opts.data is None,
+            "--target needs images: agreement on a target is measured on --data",
+            "pass --data too (an ImageFolder or a built-in dataset)",
+        ),
+        (
+            opts.target_images < 1,
+            f"--target-images {opts.target_images} must be >= 1",
+            "pass --target-images 1 or more",
+        ),
     ]
     for bad, what, fix in problems:
         if bad:
@@ -135,16 +149,19 @@ def _plan(model: BenchModel, opts: BenchOptions, data: acc.EvalData | None) -> _
     return plan
 
 
-def _accuracy(rt, plan: _Plan, images: acc.Images, data: acc.EvalData) -> tuple[dict[str, Any], np.ndarray]:
+def _accuracy(
+    rt, plan: _Plan, images: acc.Images, data: acc.EvalData
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """Scores, predicted class names and the logits themselves (the host logits --target compares with)."""
     logits = acc.predict(rt, images, plan.pre, plan.fixed_batch or 64, plan.fixed_batch is not None)  # type: ignore[arg-type]
     names = acc.output_names(plan.model.name, plan.classes, data, int(logits.shape[1]))
-    return acc.score(logits, images.labels, data, names), acc.predicted_names(logits, names)
+    return acc.score(logits, images.labels, data, names), acc.predicted_names(logits, names), logits
 
 
 def _run_reference(plan: _Plan, opts: BenchOptions, images, data) -> tuple[dict[str, Any], np.ndarray]:
     m = plan.model
     rt = build_runtime(m, m.runtimes[0], opts.threads, opts.precision, opts.hint)
-    scores, preds = _accuracy(rt, plan, images, data)
+    scores, preds, _ = _accuracy(rt, plan, images, data)
     log.info("reference %s on %s: top-1 %.2f", m.name, m.runtimes[0], scores["top1"])
     return {"model": m.name, "file": str(m.path), "runtime": m.runtimes[0], **scores}, preds
 
@@ -154,6 +171,11 @@ def bench_models(models: list[str | Path], opts: BenchOptions) -> BenchResult:
     gates = [parse_gate(g) for g in opts.gates]
     _check_options(models, opts)
     gate_mod.check_inputs(gates, len(models), opts.data is not None, opts.reference is not None)
+    placements = None
+    if opts.targets:
+        from edgepipe.targets import resolve
+
+        placements = resolve(opts.targets)  # an unknown name fails here, before any model is loaded
     opts = replace(opts, batch_sizes=list(dict.fromkeys(opts.batch_sizes)))  # the caller's object is kept
     env = environment()
     env["id"] = hash_json(env)[:12]
@@ -179,12 +201,20 @@ def bench_models(models: list[str | Path], opts: BenchOptions) -> BenchResult:
         reference, ref_preds = (None, None)
         if ref is not None:
             reference, ref_preds = _run_reference(_plan(ref, opts, data), opts, images, data)
-        rows, model_docs, notes = [], [], []
+        rows, model_docs, notes, host_logits = [], [], [], {}
         for plan in plans:
-            doc, model_rows = _bench_model(plan, opts, data, images, ref_preds, env["id"])
+            doc, model_rows, logits = _bench_model(plan, opts, data, images, ref_preds, env["id"],
+                                                   keep_ort_logits=placements is not None)  # fmt: skip
             model_docs.append(doc)
             rows += model_rows
             notes += _notes(plan, doc, opts)
+            if logits is not None:
+                host_logits[plan.model.name] = logits
+        targets = None
+        if placements is not None:
+            targets, note = _check_targets(plans, placements, opts, images, data, host_logits, ref_preds,
+                                           reference, rows)  # fmt: skip
+            notes.append(note)
     baseline = SameSetting(loaded[0].name)
     add_relative(rows, baseline)
     notes += _precision_notes(rows, opts, env)
@@ -201,14 +231,18 @@ def bench_models(models: list[str | Path], opts: BenchOptions) -> BenchResult:
         notes=notes,
         plots={k: str(p) for k, p in plots.items()},
         reference=reference,
+        targets=targets,
     )
     if opts.json_out is not None:
         atomic_write_json(opts.json_out, doc)
     return BenchResult(doc, markdown(doc))
 
 
-def _bench_model(plan: _Plan, opts: BenchOptions, data, images, ref_preds, env_id: str):
+def _bench_model(plan: _Plan, opts: BenchOptions, data, images, ref_preds, env_id: str,
+                 keep_ort_logits: bool = False):  # fmt: skip
+    """The model's document entry, its rows, and (``keep_ort_logits``) its ONNX Runtime logits on the data."""
     m = plan.model
+    ort_logits = None
     comp = compute(m)
     size_mb = round(model_size_mb(m.path), 3)
     doc = {
@@ -240,7 +274,9 @@ def _bench_model(plan: _Plan, opts: BenchOptions, data, images, ref_preds, env_i
         )
         scores: dict[str, Any] = {}
         if data is not None:
-            scores, preds = _accuracy(rt, plan, images, data)
+            scores, preds, logits = _accuracy(rt, plan, images, data)
+            if keep_ort_logits and rt_name == "onnxruntime" and m.kind == "onnx":
+                ort_logits = logits
             if ref_preds is not None:
                 scores["agreement"] = acc.agreement(preds, ref_preds)
         described = rt.describe()
@@ -273,7 +309,90 @@ def _bench_model(plan: _Plan, opts: BenchOptions, data, images, ref_preds, env_i
                 timing["p50_ms"],
                 f", top-1 {top1:.2f}" if top1 is not None else "",
             )
-    return doc, rows
+    return doc, rows, ort_logits
+
+
+def _target_sample(n: int, limit: int, seed: int = 0) -> tuple[np.ndarray, str]:
+    """The indices of the --data images the targets run on: all of them, else a seeded random subset (in
+    data order), and how to say which."""
+    if n <= limit:
+        return np.arange(n), f"all {n} images"
+    idx = np.sort(np.random.default_rng(seed).permutation(n)[:limit])
+    return idx, f"a seeded random subset (seed {seed}, --target-images {limit}) of the {n} images"
+
+
+def _take(images: acc.Images, pre: dict, idx: np.ndarray) -> np.ndarray:
+    """The preprocessed images at ``idx`` (sorted), decoded as the accuracy runs decode them."""
+    out, start = [], 0
+    for batch in images.batches(pre, 256):
+        lo, hi = np.searchsorted(idx, [start, start + len(batch)])
+        if hi > lo:
+            out.append(batch[idx[lo:hi] - start])
+        start += len(batch)
+    return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
+
+
+def _not_checkable(plan: _Plan) -> str | None:
+    """Why --target cannot run this model (the target runner runs an .onnx on ONNX Runtime), or None."""
+    m = plan.model
+    if m.kind != "onnx":
+        what, fix = {
+            "openvino-ir": ("an OpenVINO IR", "bench the .onnx it was converted from"),
+            "checkpoint": ("a torch checkpoint", "bench its exported .onnx (a run's export/int8.onnx)"),
+        }.get(m.kind, (f"a {m.kind} model", "bench an exported .onnx"))
+        return f"{what}, not an .onnx: --target runs .onnx files on ONNX Runtime; fix: {fix}"
+    if plan.fixed_batch is not None:
+        return (f"{m.name} has a fixed batch of {plan.fixed_batch}, the target runner feeds batches of up to "
+                "64; fix: export it with a dynamic batch axis")  # fmt: skip
+    return None
+
+
+def _check_targets(plans: list[_Plan], placements, opts: BenchOptions, images: acc.Images, data: acc.EvalData,
+                   host_logits: dict[str, np.ndarray], ref_preds, reference, rows: list[dict]):  # fmt: skip
+    """Every .onnx on every placement (edgepipe.targets.check_targets), scored against the model's own host
+    ONNX Runtime logits, or the --reference model's predictions; the TargetRow dicts and the note that says
+    on what."""
+    from edgepipe.runtimes.predict import runtime_logits
+    from edgepipe.targets import TargetResult, check_targets
+
+    idx, which = _target_sample(len(data.samples), opts.target_images)
+    out = []
+    for plan in plans:
+        m = plan.model
+        why = _not_checkable(plan)
+        if why is not None:
+            log.warning("%s: targets not checked: %s", m.name, why)
+            results = [TargetResult(p.target.name, p.target.title, "not checked", p.target.kernel,
+                                    "onnxruntime", reason=why) for p in placements]  # fmt: skip
+        else:
+            x = _take(images, plan.pre, idx)  # type: ignore[arg-type]
+            host = host_logits.get(m.name)
+            if host is None:  # the model was not benched on onnxruntime: its host run, here
+                rt = build_runtime(m, "onnxruntime", opts.threads, opts.precision, opts.hint)
+                host = runtime_logits(rt, x)
+                del rt
+            else:
+                host = host[idx]
+            names = acc.output_names(m.name, plan.classes, data, int(host.shape[1]))
+            index = {n: i for i, n in enumerate(names)}
+            labels = np.asarray([index[data.classes[y]] for y in images.labels[idx]], dtype=np.int64)
+            ref = host
+            if ref_preds is not None:  # the reference's classes in this model's outputs; +1: one it lacks
+                ref_idx = np.asarray([index.get(n, len(names)) for n in ref_preds[idx]], dtype=np.int64)
+                ref = np.eye(len(names) + 1, dtype=np.float32)[ref_idx]
+            log.info("%s: checking %d target(s) on %d images (emulated targets are slow)",
+                     m.name, sum(p.checked for p in placements), len(idx))  # fmt: skip
+            results = check_targets(m.path, x, ref, labels, placements)
+        p50 = next((r["latency"]["p50_ms"] for r in rows
+                    if r["model"] == m.name and r["runtime"] == "onnxruntime" and r["batch_size"] == 1), None)
+        for r in results:
+            host_row = r.target == "host" and r.how == "native"
+            out.append({"model": m.name, **r.to_dict(), "latency_ms": p50 if host_row else None})
+    vs = (f"the --reference {reference['model']} on {reference['runtime']} (this machine)"
+          if reference is not None else "the same model on ONNX Runtime on this machine (host)")  # fmt: skip
+    note = (f"targets: each .onnx ran on {which} of {data.name}; agreement vs {vs}; emulated targets give "
+            "numerics only, never a latency")  # fmt: skip
+    return out, note
 
 
 def _notes(plan: _Plan, doc: dict, opts: BenchOptions) -> list[str]:
@@ -341,4 +460,6 @@ def _settings(opts: BenchOptions, args: list) -> dict[str, Any]:
         "reference": opts.reference,
         "gates": opts.gates,
         "opset": opts.opset,
+        "targets": opts.targets or None,
+        "target_images": opts.target_images if opts.targets else None,
     }

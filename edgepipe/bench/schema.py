@@ -46,6 +46,8 @@ class Settings(_Strict):
     preprocessing_flags: dict[str, Any] | None = None
     reference: str | None = None
     opset: int | None = None
+    targets: list[str] | None = None
+    target_images: int | None = None
 
 
 class Baseline(_Strict):

@@ -85,36 +85,40 @@ def check_targets(
                 continue
             out = Path(tmp) / t.name
             running[t.name] = (*_start(p, model, inputs, out, runtime, threads), out, time.perf_counter())
-        deadline = time.perf_counter() + timeout_s
-        for name, (proc, err, out, started) in running.items():
-            r = results[name]
-            try:
-                proc.wait(timeout=max(1.0, deadline - time.perf_counter()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                r.how, r.reason = "failed", f"timed out after {timeout_s:.0f} s"
-                continue
-            finally:
+        try:
+            deadline = time.perf_counter() + timeout_s
+            for name, (proc, err, out, started) in running.items():
+                r = results[name]
+                try:
+                    proc.wait(timeout=max(1.0, deadline - time.perf_counter()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                    r.how, r.reason = "failed", f"timed out after {timeout_s:.0f} s"
+                    continue
+                finally:
+                    err.close()
+                r.wall_s = time.perf_counter() - started
+                logits_path = out / "logits.npy"
+                if proc.returncode != 0 or not logits_path.is_file():
+                    detail = _last_line(out.with_suffix(".stderr")) or f"exit status {proc.returncode}"
+                    r.how, r.reason = "failed", f"the runner failed ({detail})"
+                    continue
+                logits = np.load(logits_path)
+                info = json.loads((out / "info.json").read_text())
+                r.images, r.runtime_version = len(logits), info.get("runtime_version")
+                r.cpu = info.get("cpu", {})
+                pred = logits.argmax(1)
+                r.agreement = agreement(pred, ref_pred)
+                if labels is not None:
+                    r.top1 = 100.0 * float((pred == labels).mean())
+                log.info("target %s (%s): agrees with the reference on %.2f%% of %d images",
+                         name, r.how, r.agreement, r.images)  # fmt: skip
+        finally:  # Ctrl-C or an error: no emulator outlives the check
+            for proc, err, _out, _t in running.values():
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
                 err.close()
-            r.wall_s = time.perf_counter() - started
-            logits_path = out / "logits.npy"
-            if proc.returncode != 0 or not logits_path.is_file():
-                detail = _last_line(out.with_suffix(".stderr")) or f"exit status {proc.returncode}"
-                r.how, r.reason = "failed", f"the runner failed ({detail})"
-                continue
-            logits = np.load(logits_path)
-            info = json.loads((out / "info.json").read_text())
-            r.images, r.runtime_version, r.cpu = len(logits), info.get("runtime_version"), info.get("cpu", {})
-            pred = logits.argmax(1)
-            r.agreement = agreement(pred, ref_pred)
-            if labels is not None:
-                r.top1 = 100.0 * float((pred == labels).mean())
-            log.info("target %s (%s): agrees with the reference on %.2f%% of %d images",
-                     name, r.how, r.agreement, r.images)  # fmt: skip
     return [results[p.target.name] for p in placements]
 
-
-def below(results: list[TargetResult], min_agreement_pct: float) -> list[TargetResult]:
-    """Checked targets whose agreement is under the gate (not-checked targets never pass nor fail)."""
-    return [r for r in results if r.agreement is not None and r.agreement < min_agreement_pct]

@@ -108,9 +108,9 @@ class Placement:
 
 def placement(name: str, root: Path | None = None, flags: set[str] | None = None) -> Placement:
     """How ``name`` can be checked on this machine (``root``: where install-targets put the sysroots)."""
-    from edgepipe.targets import emulation
-
     import sys
+
+    from edgepipe.targets import emulation
 
     native = (sys.executable,)
     if name == HOST:

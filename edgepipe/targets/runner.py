@@ -19,7 +19,7 @@ import time
 
 
 def _cpu_facts() -> dict:
-    """What the target's /proc/cpuinfo says (under qemu-user: the emulated CPU's, when the caller fakes it)."""
+    """What the target's /proc/cpuinfo says (under qemu-user: the emulated CPU's where the caller fakes it)."""
     facts = {"machine": platform.machine()}
     try:
         with open("/proc/cpuinfo", errors="replace") as f:
@@ -37,8 +37,8 @@ def _cpu_facts() -> dict:
 
 
 def _isa_seen() -> list:
-    """The ISA extensions this process's CPUID/HWCAP report (numpy's dispatch table): under qemu-user these are
-    the emulated CPU's, where /proc/cpuinfo may still be the host's."""
+    """The ISA extensions this process's CPUID/HWCAP report (numpy's dispatch table): under qemu-user these
+    are the emulated CPU's, where /proc/cpuinfo may still be the host's."""
     try:
         from numpy._core._multiarray_umath import __cpu_features__ as feats
     except ImportError:
