@@ -490,7 +490,7 @@ class Recipe(_Strict):
     targets: tuple[str, ...] | None = Field(
         default=None,
         description="CPUs the INT8 model must be right on (host, x86-64-v3, x86-64-v4, cortex-a72, "
-        "cortex-a76), each checked on its own kernels; null: the host plus every target this machine can check",
+        "cortex-a76), each checked on its own kernels; null: the host and every target it can check",
     )
     data: DataConfig
     model: ModelConfig = ModelConfig()

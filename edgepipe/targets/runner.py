@@ -19,7 +19,7 @@ import time
 
 
 def _cpu_facts() -> dict:
-    """What the target's /proc/cpuinfo says (under qemu-user: the emulated CPU's where the caller fakes it)."""
+    """What /proc/cpuinfo says (under qemu-user: the emulated CPU's, where the caller fakes it)."""
     facts = {"machine": platform.machine()}
     try:
         with open("/proc/cpuinfo", errors="replace") as f:
