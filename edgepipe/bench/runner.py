@@ -382,7 +382,7 @@ def _check_targets(plans: list[_Plan], placements, opts: BenchOptions, images: a
                 ref = np.eye(len(names) + 1, dtype=np.float32)[ref_idx]
             log.info("%s: checking %d target(s) on %d images (emulated targets are slow)",
                      m.name, sum(p.checked for p in placements), len(idx))  # fmt: skip
-            results = check_targets(m.path, x, ref, labels, placements)
+            results = check_targets([(m.path, "onnxruntime", placements)], x, ref, labels)
         p50 = next((r["latency"]["p50_ms"] for r in rows
                     if r["model"] == m.name and r["runtime"] == "onnxruntime" and r["batch_size"] == 1), None)
         for r in results:

@@ -26,16 +26,22 @@ def config(recipe: Recipe) -> dict[str, Any]:
     return {"export": recipe.export.model_dump(), "bench_threads": recipe.bench.threads, "targets": targets}
 
 
-def _check_targets(path, x: np.ndarray, ref: np.ndarray, y: np.ndarray, r: Recipe) -> list[dict]:
-    """int8.onnx as shipped, run by ONNX Runtime's own kernels for each target (targets/), on a seeded sample
-    of the test split: agreement with the QAT torch model and top-1 per target."""
+def _check_targets(path, xml, x: np.ndarray, ref: np.ndarray, y: np.ndarray, r: Recipe) -> list[dict]:
+    """int8.onnx as shipped, run by ONNX Runtime's own kernels for each target (targets/), and the IR by
+    OpenVINO's where it runs on an emulated x86 target (the host's OpenVINO is checked on the whole split
+    above), on a seeded sample of the test split: agreement with the QAT torch model and top-1 per target."""
     from edgepipe.targets import check_targets, resolve
 
     n = min(len(x), r.export.target_images)
     if n == 0:
         return []
     idx = np.sort(np.random.default_rng(r.seed).permutation(len(x))[:n])
-    results = check_targets(path, x[idx], ref[idx], y[idx], resolve(r.targets))
+    placements = resolve(r.targets)
+    jobs = [(path, "onnxruntime", placements)]
+    ov = [p for p in placements if p.how == "emulated" and p.target.arch == "x86_64"]
+    if xml is not None and ov:
+        jobs.append((xml, "openvino", ov))
+    results = check_targets(jobs, x[idx], ref[idx], y[idx])
     return [t.to_dict() for t in results]
 
 
@@ -51,9 +57,9 @@ def _target_gate(metrics: dict, r: Recipe) -> None:
                 else "raise qat.epochs or check export.float_layers"
             )
             raise ParityError(
-                f"{key} model: ONNX Runtime on target {t['target']} ({t['how']}, {t['kernel']}) agrees with "
-                f"torch on only {t['agreement']:.2f}% of {t['images']} test images (< export.min_agreement "
-                f"{100 * r.export.min_agreement:.2f}%); fix: {fix}, or drop {t['target']} from targets"
+                f"{key} model: {t['runtime']} on target {t['target']} ({t['how']}, {t['kernel']}) agrees "
+                f"with torch on only {t['agreement']:.2f}% of {t['images']} test images "
+                f"(< export.min_agreement {100 * r.export.min_agreement:.2f}%); fix: {fix}, or drop {t['target']} from targets"
             )
 
 
@@ -216,7 +222,7 @@ def run(ctx: StageContext) -> StageResult:
         if qdq:  # depthwise widths padded for ONNX Runtime (export.pad_channels)
             m["padded_channels"] = padded
             m["numerics"] = q_ckpt.get("quant", {}).get("numerics", "s8")
-            m["targets"] = _check_targets(path, x, ref, y, r)
+            m["targets"] = _check_targets(path, xml, x, ref, y, r)
         m["op_account"] = _op_account(path, xml, pre, r.bench.threads,
                                       ctx.out_dir / f"{key}.ops.json")
         metrics[key] = m

@@ -57,38 +57,43 @@ def _last_line(path: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
+OPENVINO_KERNEL = "OpenVINO CPU plugin's own int8 kernels for this ISA"
+
+
 def check_targets(
-    model: Path,
+    jobs: list[tuple[Path, str, list[Placement]]],
     x: np.ndarray,
     reference: np.ndarray,
     labels: np.ndarray | None,
-    placements: list[Placement],
-    runtime: str = "onnxruntime",
     timeout_s: float = 900.0,
     threads: int = 1,
 ) -> list[TargetResult]:
-    """Every placement runs ``model`` on ``x`` at once (one process each; emulated ones are single-threaded
-    so they share the cores); each result scores the target's logits against ``reference`` logits."""
+    """Each job (model file, runtime, placements) runs on ``x`` on each of its placements, all at once (one
+    process each; single-threaded so emulated ones share the cores); each result scores the target's logits
+    against ``reference`` logits, in job then placement order."""
     from edgepipe.bench.accuracy import agreement
 
-    results: dict[str, TargetResult] = {}
+    results: dict[tuple[str, str], TargetResult] = {}
     ref_pred = reference.argmax(1)
     with tempfile.TemporaryDirectory(prefix="edgepipe-targets-") as tmp:
         inputs = Path(tmp) / "inputs.npy"
         np.save(inputs, np.ascontiguousarray(x, dtype=np.float32))
         running = {}
-        for p in placements:
-            t = p.target
-            base = TargetResult(t.name, t.title, p.how, t.kernel, runtime, reason=p.reason)
-            results[t.name] = base
-            if not p.checked:
-                continue
-            out = Path(tmp) / t.name
-            running[t.name] = (*_start(p, model, inputs, out, runtime, threads), out, time.perf_counter())
+        for model, runtime, placements in jobs:
+            for p in placements:
+                t = p.target
+                kernel = t.kernel if runtime == "onnxruntime" else OPENVINO_KERNEL
+                result = TargetResult(t.name, t.title, p.how, kernel, runtime, reason=p.reason)
+                results[runtime, t.name] = result
+                if not p.checked:
+                    continue
+                out = Path(tmp) / f"{runtime}-{t.name}"
+                started = time.perf_counter()
+                running[runtime, t.name] = (*_start(p, model, inputs, out, runtime, threads), out, started)
         try:
             deadline = time.perf_counter() + timeout_s
-            for name, (proc, err, out, started) in running.items():
-                r = results[name]
+            for key, (proc, err, out, started) in running.items():
+                r = results[key]
                 try:
                     proc.wait(timeout=max(1.0, deadline - time.perf_counter()))
                 except subprocess.TimeoutExpired:
@@ -112,13 +117,13 @@ def check_targets(
                 r.agreement = agreement(pred, ref_pred)
                 if labels is not None:
                     r.top1 = 100.0 * float((pred == labels).mean())
-                log.info("target %s (%s): agrees with the reference on %.2f%% of %d images",
-                         name, r.how, r.agreement, r.images)  # fmt: skip
+                log.info("target %s, %s (%s): agrees with the reference on %.2f%% of %d images",
+                         r.target, r.runtime, r.how, r.agreement, r.images)  # fmt: skip
         finally:  # Ctrl-C or an error: no emulator outlives the check
             for proc, err, _out, _t in running.values():
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
                 err.close()
-    return [results[p.target.name] for p in placements]
+    return list(results.values())
 

@@ -46,8 +46,8 @@ def _isa_seen() -> list:
             from numpy.core._multiarray_umath import __cpu_features__ as feats
         except ImportError:
             return []
-    keep = ("AVX2", "FMA3", "AVX512F", "AVX512_VNNI", "AVX512_BF16", "AVX_VNNI", "ASIMD", "ASIMDDP",
-            "ASIMDHP", "NEON")  # fmt: skip
+    keep = ("AVX2", "FMA3", "AVX512F", "AVX512VNNI", "AVX512BF16", "AVXVNNI", "ASIMD", "ASIMDDP", "ASIMDHP",
+            "NEON")  # numpy's names  # fmt: skip
     return [k for k in keep if feats.get(k)]
 
 

@@ -13,7 +13,8 @@ from tests.conftest import tiny_recipe
 
 def _target(name: str, agreement: float | None, how: str = "emulated") -> dict:
     kernel = "AVX2 vpmaddubsw (int16 pairs)" if name == "x86-64-v3" else "NEON udot"
-    return {"target": name, "how": how, "kernel": kernel, "images": 2000, "agreement": agreement}
+    return {"target": name, "how": how, "kernel": kernel, "images": 2000, "agreement": agreement,
+            "runtime": "onnxruntime"}
 
 
 def _recipe(tmp_path, numerics: str):

@@ -72,7 +72,7 @@ def _saturating_model(path: Path, w_hi: int) -> Path:
 
 
 def _run(model: Path, x: np.ndarray, reference: np.ndarray):
-    return {r.target: r for r in check_targets(model, x, reference, None, _placements())}
+    return {r.target: r for r in check_targets([(model, "onnxruntime", _placements())], x, reference, None)}
 
 
 X = np.ones((4, 256, 1, 1), np.float32)
