@@ -59,7 +59,8 @@ def _target_gate(metrics: dict, r: Recipe) -> None:
             raise ParityError(
                 f"{key} model: {t['runtime']} on target {t['target']} ({t['how']}, {t['kernel']}) agrees "
                 f"with torch on only {t['agreement']:.2f}% of {t['images']} test images "
-                f"(< export.min_agreement {100 * r.export.min_agreement:.2f}%); fix: {fix}, or drop {t['target']} from targets"
+                f"(< export.min_agreement {100 * r.export.min_agreement:.2f}%); fix: {fix}, or drop "
+                f"{t['target']} from targets"
             )
 
 
