@@ -21,9 +21,13 @@ class _Reader:
         return next(self.batches, None)
 
 
-def ort_static_quantize(fp32, out, x: np.ndarray, calibration: str, meta: dict) -> None:
-    """ONNX Runtime's static quantization as its docs advise: pre-process, then QDQ per-channel, U8 x S8;
-    ``x`` are the calibration images, ``meta`` the metadata_props stamped on the result."""
+def ort_static_quantize(
+    fp32, out, x: np.ndarray, calibration: str, meta: dict, numerics: str = "s8"
+) -> None:
+    """ONNX Runtime's static quantization as its docs advise: pre-process, then QDQ per-channel, U8 x S8 in
+    the QAT model's numerics (qat.NUMERICS: s7 = ORT's reduce_range, 7-bit weights; u8u8 = uint8 weights), so the
+    baseline runs the same kernels, right on the same targets; ``x`` are the calibration images, ``meta`` the
+    metadata_props stamped on the result."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -43,7 +47,8 @@ def ort_static_quantize(fp32, out, x: np.ndarray, calibration: str, meta: dict) 
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
+            weight_type=QuantType.QUInt8 if numerics == "u8u8" else QuantType.QInt8,
+            reduce_range=numerics == "s7",
             calibrate_method=method,
         )
         proto = onnx.load(str(tmp))

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 def config(recipe: Recipe) -> dict[str, Any]:
     nncf_ir = {"openvino": recipe.export.openvino} if recipe.ptq.method == "nncf" else {}
     ptq = recipe.ptq.model_dump(exclude={"calibration"} if recipe.ptq.method == "nncf" else set())
-    return {"seed": recipe.seed, "ptq": ptq, **nncf_ir}
+    numerics = {} if recipe.ptq.method == "nncf" else {"numerics": recipe.qat.numerics}  # the QAT model's
+    return {"seed": recipe.seed, "ptq": ptq, **nncf_ir, **numerics}
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -49,9 +50,11 @@ def run(ctx: StageContext) -> StageResult:
             xml = nncf_quantize_ir(fp32, ctx.out_dir / "ptq_int8.xml", x)
             outputs.update({"ir_ptq": xml.name, "ir_ptq_bin": xml.with_suffix(".bin").name})
     else:
-        quant = {"tool": "onnxruntime.quantize_static", "calibration": cfg.calibration, "images": len(idx)}
+        quant = {"tool": "onnxruntime.quantize_static", "calibration": cfg.calibration, "images": len(idx),
+                 "numerics": r.qat.numerics}  # fmt: skip
         ort_static_quantize(
-            fp32, out, x, cfg.calibration, {**meta, "precision": "int8-ptq", "quantization": quant}
+            fp32, out, x, cfg.calibration, {**meta, "precision": "int8-ptq", "quantization": quant},
+            numerics=r.qat.numerics,
         )
     (ctx.out_dir / "calibration_indices.json").write_text(str(idx))
     metrics = {"method": cfg.method, **quant, "calibration_images": len(idx)}
