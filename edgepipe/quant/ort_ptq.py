@@ -25,9 +25,9 @@ def ort_static_quantize(
     fp32, out, x: np.ndarray, calibration: str, meta: dict, numerics: str = "s8"
 ) -> None:
     """ONNX Runtime's static quantization as its docs advise: pre-process, then QDQ per-channel, U8 x S8 in
-    the QAT model's numerics (qat.NUMERICS: s7 = ORT's reduce_range, 7-bit weights; u8u8 = uint8 weights), so the
-    baseline runs the same kernels, right on the same targets; ``x`` are the calibration images, ``meta`` the
-    metadata_props stamped on the result."""
+    the QAT model's numerics (qat.NUMERICS: s7 = ORT's reduce_range, 7-bit weights; u8u8 = uint8 weights),
+    so the baseline runs the same kernels, right on the same targets; ``x`` are the calibration images,
+    ``meta`` the metadata_props stamped on the result."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
