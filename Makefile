@@ -19,9 +19,11 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP) targets
 
 # The emulators that check INT8 on other CPUs' own kernels (qemu-user from Debian; an arm64 Debian python and
-# the PyPI aarch64 numpy/onnxruntime wheels under .targets/): docs/targets.md.
+# the PyPI aarch64 numpy/onnxruntime wheels under .targets/): docs/targets.md. openssh-server: the device-bench
+# tests' local sshd (docs/device_bench.md).
 targets: $(STAMP)
 	VENV=$(VENV) bash scripts/install-targets.sh
+	bash scripts/install-sshd.sh
 
 data:
 	bash scripts/install-fashion-mnist.sh

@@ -243,6 +243,25 @@ def bench(
         int,
         typer.Option("--target-images", metavar="N", help="--target: at most N images (a seeded subset)."),
     ] = 2000,
+    on: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--on",
+            metavar="ssh://[USER@]HOST[:PORT]",
+            help="Also bench each .onnx on this device over SSH (an ssh-config alias works: ssh://pi5): "
+            "latency percentiles, cold start, peak RSS, top-1 and agreement there; needs --data; the device "
+            "needs python3, numpy and onnxruntime (?python=PATH picks its python). Repeat for more devices.",
+        ),
+    ] = None,
+    device_images: Annotated[
+        int, typer.Option("--device-images", metavar="N", help="--on: at most N images go to the device.")
+    ] = 500,
+    device_timeout: Annotated[
+        float, typer.Option("--device-timeout", metavar="S", help="--on: one device run may take S seconds.")
+    ] = 900.0,
+    paired_rounds: Annotated[
+        int, typer.Option("--paired-rounds", help="--on: alternating rounds between the models (0: off).")
+    ] = 15,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Benchmark models on runtimes: latency, memory, accuracy, MACs from the graph; gates exit 8."""
@@ -270,6 +289,10 @@ def bench(
             plots_dir=plots,
             targets=target or None,
             target_images=target_images,
+            devices=on or None,
+            device_images=device_images,
+            device_timeout=device_timeout,
+            paired_rounds=paired_rounds,
         )
         result = bench_models(models, opts)
         typer.echo(result.markdown)

@@ -45,6 +45,13 @@ class GateFailed(EdgepipeError):
     exit_code = 8
 
 
+class DeviceError(EdgepipeError):
+    """A device reached over SSH (edgepipe bench --on) could not be benched: unreachable, refused, unknown
+    host key, no python or runtime there, a run past its timeout."""
+
+    exit_code = 10
+
+
 def missing_dependency(package: str, extra: str | None = None) -> EdgepipeError:
     hint = f"pip install {package}" if extra is None else f"pip install 'edgepipe[{extra}]'"
     return EdgepipeError(f"the optional dependency '{package}' is not installed; fix: {hint}")

@@ -383,7 +383,7 @@ class ExportConfig(_Strict):
         description="Q/DQ placement of the INT8 IR: int8.onnx's, or OpenVINO's (HardSwish fused, SE float)",
     )
     target_images: int = Field(
-        default=2000,
+        default=1000,
         ge=0,
         description="test images int8.onnx runs on each target's own kernels (emulated ones are slow); "
         "0: no target checks",
@@ -434,10 +434,30 @@ class BenchConfig(_Strict):
         "speed-ups are also given paired per round (speedup_paired): machine drift cancels; 0: off",
     )
     runtimes: tuple[Literal["onnxruntime", "openvino"], ...] = ("onnxruntime", "openvino")
+    devices: tuple[str, ...] = Field(
+        default=(),
+        description="ssh://[USER@]HOST[:PORT] devices (or ssh-config aliases) every .onnx is also benched "
+        "on; their rows go into the run report's targets (docs/device_bench.md)",
+    )
+    device_images: int = Field(default=500, ge=1, description="at most this many test images go to a device")
+    device_timeout_s: float = Field(default=900.0, gt=0, description="one device's whole run may take this")
     fail_if: tuple[str, ...] = Field(
         default=(),
         description="edgepipe bench --fail-if gates (e.g. size_mb>100) checked on every row; baseline: fp32",
     )
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, devices: tuple[str, ...]) -> tuple[str, ...]:
+        from edgepipe.errors import DeviceError
+        from edgepipe.targets.ssh import parse_device
+
+        for spec in devices:
+            try:
+                parse_device(spec)
+            except DeviceError as exc:
+                raise ValueError(str(exc)) from None
+        return devices
 
     @field_validator("fail_if")
     @classmethod

@@ -61,7 +61,9 @@ def document(
 
 
 def targets_markdown(targets: list[dict[str, Any]], reference: str = "the QAT torch model") -> list[str]:
-    """The targets table: where each model was checked, on which kernels, and how right it is there."""
+    """The targets table: where each model was checked, on which kernels, and how right it is there (device
+    rows have their own table: devices_markdown)."""
+    targets = [t for t in targets if t["how"] != "device"]
     if not targets:
         return []
 
@@ -76,7 +78,7 @@ def targets_markdown(targets: list[dict[str, Any]], reference: str = "the QAT to
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for t in targets:
-        how = t["how"] if t["how"] in ("native", "emulated") else f"**{t['how']}**: {t['reason']}"
+        how = t["how"] if t["how"] in ("native", "emulated", "device") else f"**{t['how']}**: {t['reason']}"
         lines.append(
             f"| {t['model']} | {t['target']} | {t['title']} | {how} | {t['runtime']} "
             f"{t.get('runtime_version') or ''}: {t['kernel']} | {t['images'] or '—'} "
@@ -92,6 +94,47 @@ def targets_markdown(targets: list[dict[str, Any]], reference: str = "the QAT to
     return lines
 
 
+def devices_markdown(targets: list[dict[str, Any]], reference: str) -> list[str]:
+    """The device table: each model's batch-1 timing and memory on each real device (``how: device``)."""
+    rows = [t for t in targets if t["how"] == "device" and t.get("latency")]
+    if not rows:
+        return []
+
+    def cell(v: Any, nd: int = 3) -> str:
+        return "—" if v is None else f"{v:.{nd}f}"
+
+    lines = [
+        "## On devices: batch-1 latency measured there",
+        "",
+        "| model | device | CPU | cold ms | p50 ms | p90 ms | p99 ms | peak RSS MB | paired speed-up "
+        f"| top-1 % | agree % vs {reference} |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for t in rows:
+        lat = t["latency"]
+        lines.append(
+            f"| {t['model']} | {t['target']} | {t['title']} | {cell(lat['cold_ms'], 2)} "
+            f"| {cell(lat['p50_ms'])} | {cell(lat['p90_ms'])} | {cell(lat['p99_ms'])} "
+            f"| {cell(t.get('peak_rss_mb'), 1)} | {cell(t.get('speedup_paired'), 2)} "
+            f"| {cell(t['top1'], 2)} | {cell(t['agreement'], 2)} |"
+        )
+    first = {}
+    for t in rows:
+        first.setdefault(t["target"], t["model"])
+    vs = ", ".join(f"{m} on {d}" for d, m in first.items())
+    lines += [
+        "",
+        f"Paired speed-up: vs the first model on the same device ({vs}), the ratio of their medians within "
+        "each alternating round, median over rounds. Peak RSS: the device process that loaded and timed that "
+        "model alone. Each row's `cpu` in the JSON is the device's fingerprint.",
+        "",
+    ]
+    return lines
+
+
+HOST_ORT = "the same model on ONNX Runtime here (host)"
+
+
 def targets_reference(doc: dict[str, Any]) -> str:
     """What the targets' agreement compares with: a run's QAT torch model; in `edgepipe bench`, the
     --reference model, else each model's own host run on ONNX Runtime."""
@@ -99,7 +142,7 @@ def targets_reference(doc: dict[str, Any]) -> str:
         return "the QAT torch model"
     ref = doc.get("reference")
     if ref is None:
-        return "the same model on ONNX Runtime here (host)"
+        return HOST_ORT
     return f"{ref['model']} on {ref['runtime']}"
 
 
@@ -251,7 +294,11 @@ def markdown(doc: dict[str, Any]) -> str:
             f"predicts {r['distinct_predictions']} distinct class(es) on them)."
         )
     if doc.get("targets"):
-        text += ["", *targets_markdown(doc["targets"], reference=targets_reference(doc))]
+        # a run's device rows are scored against the same model's host ONNX Runtime run (the bench stage)
+        vs = targets_reference(doc) if doc.get("recipe") is None else HOST_ORT
+        for table in (targets_markdown(doc["targets"], reference=targets_reference(doc)),
+                      devices_markdown(doc["targets"], reference=vs)):  # fmt: skip
+            text += ["", *table] if table else []
     if doc.get("plots"):
         text += ["", *(f"![{PLOTS.get(k, k)}]({p})" for k, p in doc["plots"].items())]
     if doc.get("notes"):
@@ -297,7 +344,7 @@ def write_run_report(run_dir: Path, recipe, status: dict[str, Any]) -> dict[str,
         plots=plots,
         recipe=recipe.name,
         stages=stages,
-        targets=_run_targets(rows, stages),
+        targets=(_run_targets(rows, stages) or []) + measured.get("devices", []) or None,
     )
     atomic_write_json(run_dir / "report.json", doc)
     atomic_write_text(run_dir / "report.md", markdown(doc))

@@ -68,6 +68,10 @@ class BenchOptions:
     opset: int = 17
     targets: list[str] | None = None  # --target: CPUs each .onnx is checked on (edgepipe.targets)
     target_images: int = 2000  # at most this many of the --data images per target check (a seeded subset)
+    devices: list[str] | None = None  # --on: ssh:// devices each .onnx is benched on (targets.device)
+    device_images: int = 500  # at most this many of the --data images are copied to each device
+    device_timeout: float = 900.0  # seconds one device's whole run may take
+    paired_rounds: int = 15  # --on: alternating rounds between the models on each device (0: off)
 
 
 @dataclass
@@ -125,6 +129,17 @@ def _check_options(models: list, opts: BenchOptions) -> None:
             f"--target-images {opts.target_images} must be >= 1",
             "pass --target-images 1 or more",
         ),
+        (
+            bool(opts.devices) and opts.data is None,
+            "--on needs images: top-1 and agreement on a device are measured on --data",
+            "pass --data too (an ImageFolder or a built-in dataset)",
+        ),
+        (
+            opts.device_images < 1 or opts.device_timeout <= 0 or opts.paired_rounds < 0,
+            f"--device-images {opts.device_images} / --device-timeout {opts.device_timeout} / "
+            f"--paired-rounds {opts.paired_rounds} out of range",
+            "pass --device-images >= 1, --device-timeout > 0, --paired-rounds >= 0",
+        ),
     ]
     for bad, what, fix in problems:
         if bad:
@@ -176,6 +191,11 @@ def bench_models(models: list[str | Path], opts: BenchOptions) -> BenchResult:
         from edgepipe.targets import resolve
 
         placements = resolve(opts.targets)  # an unknown name fails here, before any model is loaded
+    if opts.devices:
+        from edgepipe.targets.ssh import parse_device
+
+        for spec in opts.devices:
+            parse_device(spec)  # a malformed --on fails here, before any model is loaded
     opts = replace(opts, batch_sizes=list(dict.fromkeys(opts.batch_sizes)))  # the caller's object is kept
     env = environment()
     env["id"] = hash_json(env)[:12]
@@ -202,9 +222,10 @@ def bench_models(models: list[str | Path], opts: BenchOptions) -> BenchResult:
         if ref is not None:
             reference, ref_preds = _run_reference(_plan(ref, opts, data), opts, images, data)
         rows, model_docs, notes, host_logits = [], [], [], {}
+        keep = placements is not None or bool(opts.devices)  # their agreement is with the host's logits
         for plan in plans:
             doc, model_rows, logits = _bench_model(plan, opts, data, images, ref_preds, env["id"],
-                                                   keep_ort_logits=placements is not None)  # fmt: skip
+                                                   keep_ort_logits=keep)  # fmt: skip
             model_docs.append(doc)
             rows += model_rows
             notes += _notes(plan, doc, opts)
@@ -214,6 +235,10 @@ def bench_models(models: list[str | Path], opts: BenchOptions) -> BenchResult:
         if placements is not None:
             targets, note = _check_targets(plans, placements, opts, images, data, host_logits, ref_preds,
                                            reference, rows)  # fmt: skip
+            notes.append(note)
+        if opts.devices:
+            device_rows, note = _bench_devices(plans, opts, images, data, host_logits, ref_preds, reference)
+            targets = (targets or []) + device_rows
             notes.append(note)
     baseline = SameSetting(loaded[0].name)
     add_relative(rows, baseline)
@@ -347,12 +372,71 @@ def _not_checkable(plan: _Plan) -> str | None:
     return None
 
 
+def _scored_inputs(plan: _Plan, opts: BenchOptions, images: acc.Images, data: acc.EvalData,
+                   host_logits: dict[str, np.ndarray], ref_preds, idx: np.ndarray):  # fmt: skip
+    """What a target or device run of ``plan``'s model is fed and scored against: the images at ``idx``, the
+    reference logits (its own host ONNX Runtime run, or one-hot of the --reference's predictions; +1 column:
+    a class the model lacks) and the labels in the model's outputs."""
+    from edgepipe.runtimes.predict import runtime_logits
+
+    m = plan.model
+    x = _take(images, plan.pre, idx)  # type: ignore[arg-type]
+    host = host_logits.get(m.name)
+    if host is None:  # the model was not benched on onnxruntime: its host run, here
+        rt = build_runtime(m, "onnxruntime", opts.threads, opts.precision, opts.hint)
+        host = runtime_logits(rt, x)
+        del rt
+    else:
+        host = host[idx]
+    names = acc.output_names(m.name, plan.classes, data, int(host.shape[1]))
+    index = {n: i for i, n in enumerate(names)}
+    labels = np.asarray([index[data.classes[y]] for y in images.labels[idx]], dtype=np.int64)
+    ref = host
+    if ref_preds is not None:
+        ref_idx = np.asarray([index.get(n, len(names)) for n in ref_preds[idx]], dtype=np.int64)
+        ref = np.eye(len(names) + 1, dtype=np.float32)[ref_idx]
+    return x, ref, labels
+
+
+def _bench_devices(plans: list[_Plan], opts: BenchOptions, images: acc.Images, data: acc.EvalData,
+                   host_logits: dict[str, np.ndarray], ref_preds, reference):  # fmt: skip
+    """Every .onnx on every --on device (edgepipe.targets.device): their TargetRow dicts (``how: device``, the
+    device's own timing) and the note that says on what. A device that fails stops the bench (one line)."""
+    from edgepipe.targets.device import DeviceModel, DeviceTiming, bench_on_device
+
+    idx, which = _target_sample(len(data.samples), opts.device_images)
+    models, skipped = [], []
+    for plan in plans:
+        why = _not_checkable(plan)
+        if why is not None:
+            log.warning("%s: not benched on devices: %s", plan.model.name, why.replace("--target", "--on"))
+            skipped.append(plan.model.name)
+            continue
+        x, ref, labels = _scored_inputs(plan, opts, images, data, host_logits, ref_preds, idx)
+        models.append(DeviceModel(plan.model.name, plan.model.path, x, ref, labels))
+    if not models:
+        raise BenchInputError("--on: no .onnx model to bench on a device; fix: give .onnx files (a run's "
+                              "export/int8.onnx and fp32.onnx)")  # fmt: skip
+    timing = DeviceTiming(warmup=opts.warmup, min_iters=opts.min_iters, min_seconds=opts.min_seconds,
+                          rounds=opts.paired_rounds, threads=opts.threads,
+                          timeout_s=opts.device_timeout)  # fmt: skip
+    out = []
+    for spec in dict.fromkeys(opts.devices or []):
+        for m, r in zip(models, bench_on_device(spec, models, timing), strict=True):
+            out.append({"model": m.name, **r.to_dict()})
+    vs = (f"the --reference {reference['model']} on {reference['runtime']} (this machine)"
+          if reference is not None else "the same model on ONNX Runtime on this machine (host)")  # fmt: skip
+    note = (f"devices: each .onnx ran on {which} of {data.name} on each --on device (ONNX Runtime, "
+            f"{opts.threads} thread(s), batch-1 latency); agreement vs {vs}"
+            + (f"; not benched there: {', '.join(skipped)}" if skipped else ""))  # fmt: skip
+    return out, note
+
+
 def _check_targets(plans: list[_Plan], placements, opts: BenchOptions, images: acc.Images, data: acc.EvalData,
                    host_logits: dict[str, np.ndarray], ref_preds, reference, rows: list[dict]):  # fmt: skip
     """Every .onnx on every placement (edgepipe.targets.check_targets), scored against the model's own host
     ONNX Runtime logits, or the --reference model's predictions; the TargetRow dicts and the note that says
     on what."""
-    from edgepipe.runtimes.predict import runtime_logits
     from edgepipe.targets import TargetResult, check_targets
 
     idx, which = _target_sample(len(data.samples), opts.target_images)
@@ -365,21 +449,7 @@ def _check_targets(plans: list[_Plan], placements, opts: BenchOptions, images: a
             results = [TargetResult(p.target.name, p.target.title, "not checked", p.target.kernel,
                                     "onnxruntime", reason=why) for p in placements]  # fmt: skip
         else:
-            x = _take(images, plan.pre, idx)  # type: ignore[arg-type]
-            host = host_logits.get(m.name)
-            if host is None:  # the model was not benched on onnxruntime: its host run, here
-                rt = build_runtime(m, "onnxruntime", opts.threads, opts.precision, opts.hint)
-                host = runtime_logits(rt, x)
-                del rt
-            else:
-                host = host[idx]
-            names = acc.output_names(m.name, plan.classes, data, int(host.shape[1]))
-            index = {n: i for i, n in enumerate(names)}
-            labels = np.asarray([index[data.classes[y]] for y in images.labels[idx]], dtype=np.int64)
-            ref = host
-            if ref_preds is not None:  # the reference's classes in this model's outputs; +1: one it lacks
-                ref_idx = np.asarray([index.get(n, len(names)) for n in ref_preds[idx]], dtype=np.int64)
-                ref = np.eye(len(names) + 1, dtype=np.float32)[ref_idx]
+            x, ref, labels = _scored_inputs(plan, opts, images, data, host_logits, ref_preds, idx)
             log.info("%s: checking %d target(s) on %d images (emulated targets are slow)",
                      m.name, sum(p.checked for p in placements), len(idx))  # fmt: skip
             results = check_targets([(m.path, "onnxruntime", placements)], x, ref, labels)
@@ -462,4 +532,6 @@ def _settings(opts: BenchOptions, args: list) -> dict[str, Any]:
         "opset": opts.opset,
         "targets": opts.targets or None,
         "target_images": opts.target_images if opts.targets else None,
+        "devices": opts.devices or None,
+        "device_images": opts.device_images if opts.devices else None,
     }

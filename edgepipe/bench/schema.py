@@ -48,6 +48,8 @@ class Settings(_Strict):
     opset: int | None = None
     targets: list[str] | None = None
     target_images: int | None = None
+    devices: list[str] | None = None
+    device_images: int | None = None
 
 
 class Baseline(_Strict):
@@ -185,12 +187,13 @@ class StageSummary(_Strict):
 
 
 class TargetRow(_Strict):
-    """A model checked on one target's own kernels (edgepipe/targets): numerics, and latency only natively."""
+    """A model checked on one target's own kernels (edgepipe/targets): numerics, and latency only natively or
+    on a device (``how: device``: edgepipe bench --on ssh://..., with the device's own timing)."""
 
     model: str
     target: str
     title: str
-    how: Literal["native", "emulated", "not checked", "failed"]
+    how: Literal["native", "emulated", "device", "not checked", "failed"]
     kernel: str
     runtime: str
     images: int
@@ -201,6 +204,10 @@ class TargetRow(_Strict):
     cpu: dict[str, Any]
     wall_s: float | None
     latency_ms: float | None = None
+    # how: device only
+    latency: Latency | None = None
+    peak_rss_mb: float | None = None
+    speedup_paired: float | None = None
 
 
 class Document(_Strict):

@@ -92,6 +92,7 @@ def run(ctx: StageContext) -> StageResult:
     live: list[Any] = []
     models: list[dict[str, Any]] = []
     preds: dict[str, list[int]] = {}
+    ort_logits: dict[str, np.ndarray] = {}  # the device rows' reference
     for label, onnx_key, ir_key in MODELS:
         if onnx_key not in ctx.inputs:
             continue
@@ -114,6 +115,8 @@ def run(ctx: StageContext) -> StageResult:
                 keep_samples=True,  # for the run report's latency plot; dropped from report.json
             )
             logits = runtime_logits(rt, x)
+            if runtime == "onnxruntime":
+                ort_logits[label] = logits
             row = build_row(
                 model=label,
                 file=str(model_path),
@@ -147,6 +150,7 @@ def run(ctx: StageContext) -> StageResult:
         for i, row in enumerate(rows):
             row["latency"]["round_medians_ms"] = round_medians(rounds[i])
     del live
+    devices = _bench_devices(ctx, x, y, ort_logits) if cfg.devices else []
     add_relative(rows, BASELINE)
     gates = check_gates(cfg.fail_if, rows)
     measured = {
@@ -163,6 +167,7 @@ def run(ctx: StageContext) -> StageResult:
         "models": models,
         "rows": rows,  # latency samples kept: the run report draws them, then drops them
         "gates": gates,
+        "devices": devices,  # targets entries (how: device); the run report appends them to its targets
     }
     atomic_write_json(ctx.out_dir / "rows.json", measured)
     atomic_write_json(ctx.out_dir / "predictions.json", {"labels": y.tolist(), "preds": preds})
@@ -170,6 +175,34 @@ def run(ctx: StageContext) -> StageResult:
         outputs={"rows": "rows.json", "predictions": "predictions.json"},
         metrics={"rows": len(rows), "gates": gates},
     )
+
+
+def _bench_devices(ctx: StageContext, x: np.ndarray, y: np.ndarray, ort_logits: dict) -> list[dict]:
+    """Every .onnx on every bench.devices device (edgepipe.targets.device) on a seeded sample of the test
+    split, scored against the same model's ONNX Runtime logits here."""
+    from edgepipe.targets.device import DeviceModel, DeviceTiming, bench_on_device
+
+    cfg = ctx.recipe.bench
+    n = min(len(y), cfg.device_images)
+    idx = np.sort(np.random.default_rng(0).permutation(len(y))[:n])
+    models = [
+        DeviceModel(label, ctx.inputs[onnx_key], x[idx], ort_logits[label][idx], np.asarray(y)[idx])
+        for label, onnx_key, _ in MODELS
+        if onnx_key in ctx.inputs and label in ort_logits
+    ]
+    if not models:
+        from edgepipe.errors import RecipeError
+
+        raise RecipeError("bench.devices: device rows are scored against ONNX Runtime here, and "
+                          "bench.runtimes has none; fix: add onnxruntime to bench.runtimes")  # fmt: skip
+    timing = DeviceTiming(warmup=cfg.warmup, min_iters=cfg.min_iters, min_seconds=cfg.min_seconds,
+                          rounds=cfg.paired_rounds, round_iters=PAIRED_ITERS, threads=cfg.threads,
+                          timeout_s=cfg.device_timeout_s)  # fmt: skip
+    out = []
+    for spec in cfg.devices:
+        for m, r in zip(models, bench_on_device(spec, models, timing), strict=True):
+            out.append({"model": m.name, **r.to_dict()})
+    return out
 
 
 def _model_doc(
