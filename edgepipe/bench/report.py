@@ -418,6 +418,12 @@ def _run_notes(rows: list[dict], stages: dict[str, Any], env: dict[str, Any]) ->
     ]
     exp = stages.get("export", {}).get("metrics", {})
     for key, m in exp.items():
+        if isinstance(m, dict) and m.get("targets_fp32_top1") is not None:
+            n = max((t["images"] for t in m["targets"]), default=0)
+            notes.append(
+                f"targets: {key} checked on {n} test images (a seeded sample), where the FP32 model's top-1 "
+                f"is {m['targets_fp32_top1']:.2f}%"
+            )
         if isinstance(m, dict) and "ort_agreement" in m:
             ov = f", OpenVINO {100 * m['openvino_agreement']:.2f}%" if "openvino_agreement" in m else ""
             notes.append(

@@ -26,16 +26,20 @@ def config(recipe: Recipe) -> dict[str, Any]:
     return {"export": recipe.export.model_dump(), "bench_threads": recipe.bench.threads, "targets": targets}
 
 
+def target_sample(n: int, r: Recipe) -> np.ndarray:
+    """The test images the targets run on: a seeded sample of export.target_images, in split order."""
+    return np.sort(np.random.default_rng(r.seed).permutation(n)[: min(n, r.export.target_images)])
+
+
 def _check_targets(path, xml, x: np.ndarray, ref: np.ndarray, y: np.ndarray, r: Recipe) -> list[dict]:
     """int8.onnx as shipped, run by ONNX Runtime's own kernels for each target (targets/), and the IR by
     OpenVINO's where it runs on an emulated x86 target (the host's OpenVINO is checked on the whole split
     above), on a seeded sample of the test split: agreement with the QAT torch model and top-1 per target."""
     from edgepipe.targets import check_targets, resolve
 
-    n = min(len(x), r.export.target_images)
-    if n == 0:
+    idx = target_sample(len(x), r)
+    if len(idx) == 0:
         return []
-    idx = np.sort(np.random.default_rng(r.seed).permutation(len(x))[:n])
     placements = resolve(r.targets)
     jobs = [(path, "onnxruntime", placements)]
     ov = [p for p in placements if p.how == "emulated" and p.target.arch == "x86_64"]
@@ -194,6 +198,8 @@ def run(ctx: StageContext) -> StageResult:
         outputs[f"onnx_{key}"] = path.name
         outputs[f"ops_{key}"] = f"{key}.ops.json"
         ref = torch_logits(reference, x)
+        if not qdq:
+            fp32_ref = ref
         ort = runtime_logits(get_runtime("onnxruntime", path, threads=r.bench.threads), x)
         m = {
             "torch_test_top1": 100.0 * float((ref.argmax(1) == y).mean()),
@@ -224,6 +230,9 @@ def run(ctx: StageContext) -> StageResult:
             m["padded_channels"] = padded
             m["numerics"] = q_ckpt.get("quant", {}).get("numerics", "s8")
             m["targets"] = _check_targets(path, xml, x, ref, y, r)
+            idx = target_sample(len(x), r)  # FP32 on the targets' images: the top-1 each target is held to
+            hit = fp32_ref[idx].argmax(1) == y[idx]
+            m["targets_fp32_top1"] = 100.0 * float(hit.mean()) if len(idx) else None
         m["op_account"] = _op_account(path, xml, pre, r.bench.threads,
                                       ctx.out_dir / f"{key}.ops.json")
         metrics[key] = m
