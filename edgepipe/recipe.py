@@ -383,7 +383,7 @@ class ExportConfig(_Strict):
         description="Q/DQ placement of the INT8 IR: int8.onnx's, or OpenVINO's (HardSwish fused, SE float)",
     )
     target_images: int = Field(
-        default=1000,
+        default=500,
         ge=0,
         description="test images int8.onnx runs on each target's own kernels (emulated ones are slow); "
         "0: no target checks",
