@@ -135,10 +135,16 @@ def gate(export_metrics: dict, threshold: float = GATE) -> dict:
         for t in m.get("targets") or ():
             if t.get("agreement") is None:
                 continue
-            checked.append(f"{key} {t['target']}")
+            checked.append(f"{key} {target_key(t)}")
             if t["agreement"] < 100 * threshold:
-                fails.append({"model": key, "check": t["target"], "agreement": t["agreement"]})
+                fails.append({"model": key, "check": target_key(t), "agreement": t["agreement"]})
     return {"min_agreement": threshold, "passed": not fails, "failures": fails, "checked": checked}
+
+
+def target_key(t: dict) -> str:
+    """A target check's column: the target for ONNX Runtime (int8.onnx), '<target> (<runtime>)' otherwise."""
+    runtime = t.get("runtime") or "onnxruntime"
+    return t["target"] if runtime == "onnxruntime" else f"{t['target']} ({runtime})"
 
 
 def _row(rows: list[dict], model: str, runtime: str) -> dict | None:
@@ -153,8 +159,8 @@ def collect(report: dict) -> dict:
     rows = report.get("rows") or []
     targets = {}
     for t in q.get("targets") or ():
-        keep = ("how", "kernel", "images", "agreement", "top1", "reason", "title", "runtime_version")
-        targets[t["target"]] = {k: t.get(k) for k in keep}
+        keep = ("runtime", "how", "kernel", "images", "agreement", "top1", "reason", "title")
+        targets[target_key(t)] = {k: t.get(k) for k in (*keep, "runtime_version")}
     if q.get("openvino_agreement") is not None:
         targets[OPENVINO] = {
             "how": "native", "kernel": f"OpenVINO, precision {q.get('openvino_precision')}",
@@ -178,6 +184,7 @@ def collect(report: dict) -> dict:
         "test_images": q.get("test_images"),
         "fp32_ort_top1": fp.get("ort_test_top1"),
         "qat_torch_top1": q.get("torch_test_top1"),
+        "targets_fp32_top1": q.get("targets_fp32_top1"),  # FP32 on the targets' sample
         "int8_ort_top1": q.get("ort_test_top1"),
         "int8_ort_agreement": None if q.get("ort_agreement") is None else 100 * q["ort_agreement"],
         "targets": targets,
@@ -335,8 +342,10 @@ def markdown(results: dict) -> str:
         imgs = {c: t.get("images") for v in ok for c, t in v["targets"].items() if t.get("images")}
         title = f"## {model['name']} (`{model['base']}`, {model.get('arch', '?')})"
         md += [title, "", *model_table(model), ""]
+        fp_sample = sorted({_f(v["targets_fp32_top1"]) for v in ok if v.get("targets_fp32_top1") is not None})
         if imgs:
-            md += ["Images per target: " + ", ".join(f"{c} {n}" for c, n in imgs.items()) + ".", ""]
+            fp_line = f" FP32 top-1 on the targets' sample: {', '.join(fp_sample)}%." if fp_sample else ""
+            md += ["Images per target: " + ", ".join(f"{c} {n}" for c, n in imgs.items()) + "." + fp_line, ""]
         kernels = {c: t.get("kernel") for v in ok for c, t in v["targets"].items() if t.get("kernel")}
         if kernels:
             md += ["Kernel paths: " + "; ".join(f"{c}: {k}" for c, k in kernels.items()) + ".", ""]
@@ -474,9 +483,9 @@ def valgrind_isa(timeout: float = 120) -> dict:
     return out
 
 
-def verify(runs: dict[str, Path], x_path: Path, timeout: float) -> dict:
-    """int8.onnx of each numerics on a few test images natively, under valgrind and under qemu Haswell: under
-    valgrind it must compute qemu Haswell's (AVX2) logits; s8's differ from the host's (saturation)."""
+def verify(runs: dict[str, tuple[Path, Path]], timeout: float) -> dict:
+    """int8.onnx of each numerics (label -> (run folder, its test images as .npy)) natively, under valgrind
+    and under qemu Haswell: under valgrind it must compute qemu Haswell's (AVX2) logits."""
     import numpy as np
 
     from edgepipe.targets.emulation import X86_64_V3_CPU
@@ -484,7 +493,7 @@ def verify(runs: dict[str, Path], x_path: Path, timeout: float) -> dict:
     isa = valgrind_isa()
     rows = []
     with tempfile.TemporaryDirectory(prefix="int8-numerics-vg-") as tmp:
-        for label, run in runs.items():
+        for label, (run, x_path) in runs.items():
             model = run / "export" / "int8.onnx"
             got = {}
             for how, prefix in (("host", []), ("valgrind", ["valgrind", "-q", "--tool=none"]),
@@ -506,16 +515,13 @@ def verify(runs: dict[str, Path], x_path: Path, timeout: float) -> dict:
             rows.append(row)
     same = [r for r in rows if r.get("vs_haswell_max_abs") is not None]
     identical = bool(same) and all(r["vs_haswell_max_abs"] == 0.0 for r in same)
-    s8_differs = [r["model"] for r in rows
-                  if r["model"].endswith(" s8") and (r.get("vs_host_max_abs") or 0) > 0]  # fmt: skip
     no512 = "AVX2" in isa.get("valgrind", []) and not any("512" in f for f in isa.get("valgrind", []))
     summary = (
         f"numpy's dispatch under valgrind sees {', '.join(isa.get('valgrind', [])) or 'nothing'} (host: "
         f"{', '.join(isa.get('host', []))}); "
         + ("int8.onnx's logits under valgrind equal those under qemu Haswell bit for bit for every model"
            if identical else "int8.onnx's logits under valgrind do NOT all equal those under qemu Haswell")
-        + (f"; the s8 models' logits there differ from the host's ({', '.join(s8_differs)}; table below)"
-           if s8_differs else "")
+        + " (and how far each is from the host's AVX-512 VNNI logits: table below)"
     )  # fmt: skip
     return {"isa": isa, "rows": rows, "avx2_path": identical and no512, "summary": summary}
 
@@ -526,8 +532,8 @@ def valgrind_section(models: list[dict], out: Path, args) -> dict:
     version = subprocess.run(["valgrind", "--version"], capture_output=True, text=True).stdout.strip()
     res: dict[str, Any] = {"tool": "valgrind --tool=callgrind", "valgrind_version": version.split("-")[-1],
                            "warmup": args.vg_warmup, "iters": args.vg_iters, "models": []}  # fmt: skip
-    verify_runs: dict[str, Path] = {}
-    x_path = Path(tempfile.mkdtemp(prefix="int8-numerics-x-")) / "x.npy"
+    verify_runs: dict[str, tuple[Path, Path]] = {}
+    x_dir = Path(tempfile.mkdtemp(prefix="int8-numerics-x-"))
     for model in models:
         ok = [v for v in model["variants"] if "error" not in v]
         if not ok:
@@ -546,14 +552,14 @@ def valgrind_section(models: list[dict], out: Path, args) -> dict:
                 log.warning("callgrind %s: %s", label, exc)
             log.info("  %s", rows[-1].get("per_inference"))
         res["models"].append({"model": model["name"], "rows": rows})
+        x_path = x_dir / f"{model['name']}.npy"  # the model's own preprocessing
+        np_save_test_images(first, Path(ok[0]["recipe"]), x_path, args.vg_images)
         for v in ok:
-            verify_runs[f"{model['name']} {v['numerics']}"] = out / v["run"]
-        if not x_path.exists():
-            np_save_test_images(first, Path(ok[0]["recipe"]), x_path, args.vg_images)
-    if verify_runs and x_path.exists():
+            verify_runs[f"{model['name']} {v['numerics']}"] = (out / v["run"], x_path)
+    if verify_runs:
         log.info("verifying valgrind's kernel path on %d images", args.vg_images)
-        res["verification"] = verify(verify_runs, x_path, args.vg_timeout)
-    shutil.rmtree(x_path.parent, ignore_errors=True)
+        res["verification"] = verify(verify_runs, args.vg_timeout)
+    shutil.rmtree(x_dir, ignore_errors=True)
     return res
 
 
@@ -592,7 +598,7 @@ def main() -> None:
     ap.add_argument("--no-valgrind", action="store_true")
     ap.add_argument("--vg-warmup", type=int, default=5)
     ap.add_argument("--vg-iters", type=int, default=20)
-    ap.add_argument("--vg-images", type=int, default=16, help="test images for the valgrind path check")
+    ap.add_argument("--vg-images", type=int, default=64, help="test images for the valgrind path check")
     ap.add_argument("--vg-timeout", type=float, default=300.0, help="seconds per valgrind process")
     ap.add_argument("--render", action="store_true", help="re-write the .md (and .png) from the .json only")
     args = ap.parse_args()

@@ -242,7 +242,7 @@ def bench(
     target_images: Annotated[
         int,
         typer.Option("--target-images", metavar="N", help="--target: at most N images (a seeded subset)."),
-    ] = 2000,
+    ] = 500,
     on: Annotated[
         list[str] | None,
         typer.Option(

@@ -12,8 +12,8 @@ def _load():
     return load_script("int8_numerics")
 
 
-def _target(name, agreement, top1=90.0, how="emulated"):
-    return {"target": name, "title": name, "how": how, "kernel": f"{name} kernel", "runtime": "onnxruntime",
+def _target(name, agreement, top1=90.0, how="emulated", runtime="onnxruntime"):
+    return {"target": name, "title": name, "how": how, "kernel": f"{name} kernel", "runtime": runtime,
             "images": 2000, "agreement": agreement, "top1": top1, "reason": "", "runtime_version": "1.32.0",
             "cpu": {}, "wall_s": 9.0}  # fmt: skip
 
@@ -21,10 +21,11 @@ def _target(name, agreement, top1=90.0, how="emulated"):
 def _report(numerics: str, v3: float, ov: float = 0.995) -> dict:
     """A run's report.json as the bench stage and write_run_report leave it (the keys the script reads)."""
     targets = [_target("host", 100.0, how="native"), _target("x86-64-v3", v3), _target("cortex-a72", 100.0),
-               _target("cortex-a76", None, None, how="not checked")]  # fmt: skip
+               _target("cortex-a76", None, None, how="not checked"),
+               _target("x86-64-v3", 98.0, runtime="openvino")]  # fmt: skip
     int8 = {"torch_test_top1": 90.5, "ort_test_top1": 90.4, "ort_agreement": 0.9995, "test_images": 10000,
             "openvino_agreement": ov, "openvino_test_top1": 90.1, "openvino_precision": "bf16",
-            "numerics": numerics, "targets": targets}  # fmt: skip
+            "numerics": numerics, "targets": targets, "targets_fp32_top1": 91.2}  # fmt: skip
     fp32 = {"ort_test_top1": 91.0, "ort_agreement": 1.0, "openvino_agreement": 1.0}
     base = {"model": "fp32", "runtime": "onnxruntime", "precision": None, "runtime_label": "onnxruntime",
             "batch_size": 1}  # fmt: skip
@@ -60,9 +61,12 @@ def test_gate_at_099_fails_on_the_saturating_target_and_on_openvino_but_skips_un
     g = mod.gate(exp)
     assert not g["passed"]
     assert [(f["check"], round(f["agreement"], 2)) for f in g["failures"]] == [
-        ("openvino (host)", 98.5), ("x86-64-v3", 97.5)]  # fmt: skip
+        ("openvino (host)", 98.5), ("x86-64-v3", 97.5), ("x86-64-v3 (openvino)", 98.0)]  # fmt: skip
     assert "int8 cortex-a76" not in g["checked"] and "int8 cortex-a72" in g["checked"]
-    assert mod.gate(_report("s7", v3=99.95)["stages"]["export"]["metrics"])["passed"]
+    exp = _report("s7", v3=99.95)["stages"]["export"]["metrics"]
+    assert [f["check"] for f in mod.gate(exp)["failures"]] == ["x86-64-v3 (openvino)"]
+    exp["int8"]["targets"].pop()
+    assert mod.gate(exp)["passed"]
 
 
 def test_collect_reads_accuracy_targets_openvino_and_the_int8_speedup():
@@ -70,7 +74,8 @@ def test_collect_reads_accuracy_targets_openvino_and_the_int8_speedup():
     v = mod.collect(_report("s8", v3=97.5))
     assert v["numerics"] == "s8" and v["fp32_ort_top1"] == 91.0 and v["qat_torch_top1"] == 90.5
     assert v["int8_ort_top1"] == 90.4 and abs(v["int8_ort_agreement"] - 99.95) < 1e-9
-    assert v["targets"]["x86-64-v3"]["agreement"] == 97.5
+    assert v["targets"]["x86-64-v3"]["agreement"] == 97.5  # ONNX Runtime's, not OpenVINO's on that target
+    assert v["targets"]["x86-64-v3 (openvino)"]["agreement"] == 98.0 and v["targets_fp32_top1"] == 91.2
     assert abs(v["targets"]["openvino (host)"]["agreement"] - 99.5) < 1e-9
     t = v["int8_onnxruntime"]
     assert (t["p50_ms"], t["speedup"], t["speedup_paired"], t["size_mb"]) == (1.0, 2.0, 1.9, 4.5)
@@ -112,7 +117,10 @@ def test_markdown_renders_one_row_per_numerics_from_json_alone(tmp_path):
     rows = [ln for ln in md.splitlines() if ln.startswith("| **")]
     assert len(rows) == 2 and rows[0].startswith("| **s8**") and rows[1].startswith("| **s7**")
     assert "97.50 ✗ / 90.00" in rows[0] and "FAIL: x86-64-v3 97.50%" in rows[0]
-    assert rows[1].rstrip().endswith("| pass |")
+    assert rows[1].rstrip().endswith("| FAIL: x86-64-v3 (openvino) 98.00% |")
+    head = next(ln for ln in md.splitlines() if ln.startswith("| numerics"))
+    assert head.index("cortex-a76:") < head.index("x86-64-v3 (openvino):") < head.index("openvino (host):")
+    assert "FP32 top-1 on the targets' sample: 91.20%." in md
     assert "| not checked |" in rows[0]  # cortex-a76 could not run: never a pass
     assert "2.00x / 1.90x vs fp32 onnxruntime" in rows[0]
     assert "**u8u8: the build failed** (exit 1): `boom`" in md

@@ -67,7 +67,7 @@ class BenchOptions:
     plots_dir: Path | None = None
     opset: int = 17
     targets: list[str] | None = None  # --target: CPUs each .onnx is checked on (edgepipe.targets)
-    target_images: int = 2000  # at most this many of the --data images per target check (a seeded subset)
+    target_images: int = 500  # at most this many of the --data images per target check (a seeded subset)
     devices: list[str] | None = None  # --on: ssh:// devices each .onnx is benched on (targets.device)
     device_images: int = 500  # at most this many of the --data images are copied to each device
     device_timeout: float = 900.0  # seconds one device's whole run may take
