@@ -256,6 +256,14 @@ def bench(
     device_images: Annotated[
         int, typer.Option("--device-images", metavar="N", help="--on: at most N images go to the device.")
     ] = 500,
+    max_top1_drop: Annotated[
+        float,
+        typer.Option(
+            "--max-top1-drop", metavar="PT", min=0.0,
+            help="'Which to ship': the fastest model within PT top-1 points of the best float "
+            "(needs --data).",
+        ),
+    ] = 0.5,
     device_timeout: Annotated[
         float, typer.Option("--device-timeout", metavar="S", help="--on: one device run may take S seconds.")
     ] = 900.0,
@@ -293,6 +301,7 @@ def bench(
             device_images=device_images,
             device_timeout=device_timeout,
             paired_rounds=paired_rounds,
+            max_top1_drop=max_top1_drop,
         )
         result = bench_models(models, opts)
         typer.echo(result.markdown)

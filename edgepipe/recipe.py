@@ -211,6 +211,11 @@ class ModelConfig(_Strict):
     eca_kernel: int | None = Field(default=None, ge=1, le=15, description="eca: odd conv size; null: ECA's")
     cbam_reduction: int = Field(default=16, ge=1, le=256, description="cbam: channel-MLP reduction ratio")
     cbam_kernel: int = Field(default=7, ge=1, le=15, description="cbam: odd spatial conv size")
+    variant: Literal["standard", "minimalistic"] = Field(
+        default="standard",
+        description="MobileNetV3 block table; minimalistic: no squeeze-excite, ReLU for h-swish, 3x3 "
+        "depthwise (the paper's INT8- and accelerator-friendly model)",
+    )
     fusion: Literal["none", "multiscale"] = Field(
         default="none", description="multiscale: pooled 1/8, 1/16, last features concatenated (MobileNetV3)"
     )
@@ -231,6 +236,11 @@ class ModelConfig(_Strict):
                     f"(got {selector}: {getattr(self, selector)}); "
                     f"fix: set {selector}: {choice} or remove {key}"
                 )
+        if self.variant == "minimalistic" and self.attention not in (None, "none"):
+            raise ValueError(
+                f"attention: {self.attention} has no place in variant: minimalistic (it has no "
+                "squeeze-excite to replace); fix: remove attention, or set variant: standard"
+            )
         for key in ("eca_kernel", "cbam_kernel"):
             k = getattr(self, key)
             if k is not None and k % 2 == 0:
@@ -441,6 +451,10 @@ class BenchConfig(_Strict):
     )
     device_images: int = Field(default=500, ge=1, description="at most this many test images go to a device")
     device_timeout_s: float = Field(default=900.0, gt=0, description="one device's whole run may take this")
+    max_top1_drop: float = Field(
+        default=0.5, ge=0, le=100,
+        description="'which to ship': the fastest model within this many top-1 points of the best float",
+    )
     fail_if: tuple[str, ...] = Field(
         default=(),
         description="edgepipe bench --fail-if gates (e.g. size_mb>100) checked on every row; baseline: fp32",

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgepipe.artifacts import atomic_write_json, atomic_write_text
+from edgepipe.bench import verdict
 from edgepipe.bench.rows import baseline_name
 
 SCHEMA = "edgepipe.bench/2"
@@ -57,6 +58,7 @@ def document(
         "notes": notes,
         "plots": plots,
         "targets": targets,
+        "verdicts": verdict.verdicts(rows, settings.get("max_top1_drop") or verdict.DEFAULT_MAX_TOP1_DROP),
     }
 
 
@@ -303,6 +305,8 @@ def markdown(doc: dict[str, Any]) -> str:
         text += ["", *(f"![{PLOTS.get(k, k)}]({p})" for k, p in doc["plots"].items())]
     if doc.get("notes"):
         text += ["", *(f"- {n}" for n in doc["notes"])]
+    if doc.get("verdicts"):
+        text += ["", *verdict.markdown(doc["verdicts"])]
     if doc.get("gates"):
         failed = [g for g in doc["gates"] if not g["passed"]]
         gates = sorted({g["gate"] for g in doc["gates"]})

@@ -72,6 +72,7 @@ class BenchOptions:
     device_images: int = 500  # at most this many of the --data images are copied to each device
     device_timeout: float = 900.0  # seconds one device's whole run may take
     paired_rounds: int = 15  # --on: alternating rounds between the models on each device (0: off)
+    max_top1_drop: float = 0.5  # the verdict: fastest model within this many top-1 points of the best float
 
 
 @dataclass
@@ -534,4 +535,5 @@ def _settings(opts: BenchOptions, args: list) -> dict[str, Any]:
         "target_images": opts.target_images if opts.targets else None,
         "devices": opts.devices or None,
         "device_images": opts.device_images if opts.devices else None,
+        "max_top1_drop": opts.max_top1_drop,
     }

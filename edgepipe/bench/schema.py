@@ -50,6 +50,7 @@ class Settings(_Strict):
     target_images: int | None = None
     devices: list[str] | None = None
     device_images: int | None = None
+    max_top1_drop: float | None = None
 
 
 class Baseline(_Strict):
@@ -210,6 +211,34 @@ class TargetRow(_Strict):
     speedup_paired: float | None = None
 
 
+class VerdictRef(_Strict):
+    model: str
+    runtime_label: str
+    top1: float | None
+    p50_ms: float
+    below_floor_by: float | None = None
+
+
+class Verdict(_Strict):
+    """Which model to ship on one runtime (bench/verdict.py); ``model`` None: not judged (``reason``)."""
+
+    runtime: str
+    batch_size: int
+    max_top1_drop: float
+    model: str | None
+    runtime_label: str | None
+    p50_ms: float | None
+    top1: float | None
+    size_mb: float | None
+    speedup: float | None
+    speedup_paired: float | None
+    floor: float | None
+    best_float: VerdictRef | None
+    fastest_float: VerdictRef | None
+    passed_over: list[VerdictRef]
+    reason: str
+
+
 class Document(_Strict):
     schema_: Literal["edgepipe.bench/2"] = Field(alias="schema")
     created_utc: str
@@ -227,11 +256,12 @@ class Document(_Strict):
     notes: list[str]
     plots: dict[str, str]
     targets: list[TargetRow] | None = None
+    verdicts: list[Verdict] | None = None
 
 
 MODELS: tuple[type[BaseModel], ...] = (
     Document, Environment, Settings, Baseline, Data, Reference, Model, Compute, Row, Latency, Memory,
-    RowBaseline, GateResult, StageSummary, TargetRow,
+    RowBaseline, GateResult, StageSummary, TargetRow, Verdict, VerdictRef,
 )  # fmt: skip
 
 

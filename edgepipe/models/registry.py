@@ -11,7 +11,7 @@ from typing import Any
 
 from edgepipe.constants import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, IMAGENET_MEAN, IMAGENET_STD
 from edgepipe.errors import ModelError
-from edgepipe.models.choices import ATTENTIONS, FUSIONS
+from edgepipe.models.choices import ATTENTIONS, FUSIONS, MNV3_VARIANTS
 
 Builder = Callable[..., Any]
 
@@ -41,6 +41,10 @@ class ModelSpec:
     # empty: none (the recipe refuses the key). model.head works for every arch (models/build.py swaps it).
     attentions: tuple[str, ...] = ()
     fusions: tuple[str, ...] = ()
+    # model.variant block tables beyond "standard" that the builders accept, and those ImageNet weights exist
+    # for (torchvision ships the standard tables' only)
+    variants: tuple[str, ...] = ()
+    pretrained_variants: tuple[str, ...] = ("standard",)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -80,6 +84,7 @@ def refusal(
     pretrained: str,
     attention: str | None = None,
     fusion: str = "none",
+    variant: str = "standard",
 ) -> str | None:
     """Why the registry cannot serve ``arch`` with these stages and settings (one line with the fix), or None.
 
@@ -105,9 +110,15 @@ def refusal(
         )
     if pretrained == "imagenet" and width_mult != 1.0:
         return "model.pretrained: imagenet needs model.width_mult: 1.0; fix: set width_mult to 1.0"
+    if variant != "standard" and pretrained == "imagenet" and variant not in spec.pretrained_variants:
+        return (
+            f"model.variant {variant} of {arch} has no ImageNet weights here (torchvision ships the standard "
+            "model's only); fix: set model.pretrained: none, or a state-dict PATH of this variant"
+        )
     for key, value, allowed, unset in (
         ("attention", attention, spec.attentions, None),
         ("fusion", fusion, spec.fusions, "none"),
+        ("variant", variant, spec.variants, "standard"),
     ):
         if value != unset and value not in allowed:
             archs = [n for n in available() if value in getattr(_REGISTRY[n], f"{key}s")]
@@ -167,6 +178,7 @@ register(
         cam_layer="features.16",
         attentions=ATTENTIONS,
         fusions=FUSIONS,
+        variants=MNV3_VARIANTS[1:],
     )
 )
 register(
@@ -181,6 +193,7 @@ register(
         cam_layer="features.12",
         attentions=ATTENTIONS,
         fusions=FUSIONS,
+        variants=MNV3_VARIANTS[1:],
     )
 )
 

@@ -17,10 +17,11 @@ class Variant:
     cbam_reduction: int = 16
     cbam_kernel: int = 7
     fusion: str = "none"
+    blocks: str = "standard"  # model.variant: the block table (MobileNetV3: standard | minimalistic)
 
     @property
     def is_plain(self) -> bool:
-        return self.attention is None and self.fusion == "none"
+        return self.attention is None and self.fusion == "none" and self.blocks == "standard"
 
     def attention_kwargs(self) -> dict[str, Any]:
         return {
@@ -31,7 +32,9 @@ class Variant:
 
     @classmethod
     def from_config(cls, cfg: Any) -> Variant:
-        return cls(cfg.attention, cfg.eca_kernel, cfg.cbam_reduction, cfg.cbam_kernel, cfg.fusion)
+        return cls(
+            cfg.attention, cfg.eca_kernel, cfg.cbam_reduction, cfg.cbam_kernel, cfg.fusion, cfg.variant
+        )
 
 
 def fresh_modules(model: Any) -> list[str]:

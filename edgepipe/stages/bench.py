@@ -235,6 +235,7 @@ def _settings(cfg) -> dict[str, Any]:
         "precision": "f32",
         "hint": HINT,
         "gates": list(cfg.fail_if),
+        "max_top1_drop": cfg.max_top1_drop,
     }
 
 

@@ -130,7 +130,7 @@ def _float_layers(path, pre: Preprocessing, r: Recipe) -> dict | None:
     return {"source": source, "layers": list(want), "profile": profile}
 
 
-def _ir(export_model, onnx_path, xml, pre: Preprocessing, meta: dict, r: Recipe, qdq: bool):
+def _ir(export_model, onnx_path, xml, size: list[int], meta: dict, r: Recipe, qdq: bool):
     """The IR OpenVINO gets: the ONNX as exported, before any ONNX Runtime-only shaping (padded depthwise
     widths, float layers), or (INT8 with export.openvino_qdq: openvino) the QAT model re-exported with
     OpenVINO's Q/DQ placement."""
@@ -145,16 +145,37 @@ def _ir(export_model, onnx_path, xml, pre: Preprocessing, meta: dict, r: Recipe,
 
     with tempfile.TemporaryDirectory(prefix="edgepipe-ov-") as tmp:
         shaped = Path(tmp) / onnx_path.name
-        size, opset = list(pre.input_size), r.export.opset
-        export_onnx(export_model, shaped, size, meta, opset, qdq=True, target="openvino")
+        export_onnx(export_model, shaped, size, meta, r.export.opset, qdq=True, target="openvino")
         return convert_to_ir(shaped, xml)
+
+
+def write_model_files(
+    export_model, path, size: list[int], meta: dict, r: Recipe, qdq: bool, numerics: str | None
+) -> tuple[Any, list]:
+    """The files export ships for one model at input ``size``: ``path`` (.onnx) and, with export.openvino,
+    its IR beside it; returns (the IR's .xml or None, the padded depthwise convs). The IR first, from the
+    graph as exported; then the ONNX Runtime-only shaping of the INT8 ONNX (padded depthwise widths, uint8
+    weights for u8u8). benchmarks/ re-export at other sizes through here, so they time what a build ships."""
+    from edgepipe.quant.export import export_onnx, pad_for_onnxruntime
+
+    export_onnx(export_model, path, size, meta, r.export.opset, qdq=qdq, pad_channels=0)
+    xml = None
+    if r.export.openvino:
+        xml = _ir(export_model, path, path.with_suffix(".xml"), size, meta, r, qdq)
+    padded = []
+    if qdq and r.export.pad_channels:
+        padded = pad_for_onnxruntime(path, r.export.pad_channels)
+    if qdq and numerics == "u8u8":
+        from edgepipe.quant.u8u8 import weights_to_uint8
+
+        weights_to_uint8(path)  # the same integers, on ONNX Runtime's U8U8 kernels
+    return xml, padded
 
 
 def run(ctx: StageContext) -> StageResult:
     import torch
 
     from edgepipe.models.build import load_qat_model, rebuild
-    from edgepipe.quant.export import export_onnx, pad_for_onnxruntime
     from edgepipe.quant.qdq import to_qdq_module
     from edgepipe.runtimes import get_runtime
     from edgepipe.runtimes.predict import runtime_logits, torch_logits
@@ -182,19 +203,9 @@ def run(ctx: StageContext) -> StageResult:
     for key, (export_model, reference, qdq) in models.items():
         path = ctx.out_dir / f"{key}.onnx"
         meta = {**base_meta, "precision": key, "quantization": q_ckpt.get("quant") if qdq else None}
-        export_onnx(export_model, path, list(pre.input_size), meta, r.export.opset, qdq=qdq, pad_channels=0)
-        # the IR first, from the graph as exported; then the ONNX Runtime-only shaping of int8.onnx
-        xml = None
-        if r.export.openvino:
-            xml = _ir(export_model, path, ctx.out_dir / f"{key}.xml", pre, meta, r, qdq)
-        padded = []
-        if qdq and r.export.pad_channels:
-            padded = pad_for_onnxruntime(path, r.export.pad_channels)
+        numerics = q_ckpt.get("quant", {}).get("numerics")
+        xml, padded = write_model_files(export_model, path, list(pre.input_size), meta, r, qdq, numerics)
         mixed = _float_layers(path, pre, r) if qdq else None
-        if qdq and q_ckpt.get("quant", {}).get("numerics") == "u8u8":
-            from edgepipe.quant.u8u8 import weights_to_uint8
-
-            weights_to_uint8(path)  # the same integers, on ONNX Runtime's U8U8 kernels
         outputs[f"onnx_{key}"] = path.name
         outputs[f"ops_{key}"] = f"{key}.ops.json"
         ref = torch_logits(reference, x)
