@@ -421,6 +421,13 @@ def _run_notes(rows: list[dict], stages: dict[str, Any], env: dict[str, Any]) ->
         "up as latency and size, not GFLOPs",
     ]
     exp = stages.get("export", {}).get("metrics", {})
+    std = (exp.get("fp32") or {}).get("standard_table_gmacs")
+    mine = next((r["gmacs"] for r in rows if r["model"] == "fp32" and r.get("gmacs")), None)
+    if std and mine:
+        notes.append(
+            f"model.variant: {mine:.4f} GMACs at this input size, {mine / std:.2f}x the {std:.4f} of the "
+            "arch's standard block table (both counted from exported graphs)"
+        )
     for key, m in exp.items():
         if isinstance(m, dict) and m.get("targets_fp32_top1") is not None:
             n = max((t["images"] for t in m["targets"]), default=0)

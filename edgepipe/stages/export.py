@@ -172,6 +172,26 @@ def write_model_files(
     return xml, padded
 
 
+def standard_table_gmacs(fp_ckpt: dict, size: list[int], r: Recipe) -> float | None:
+    """For a model.variant other than standard: the GMACs of the arch's standard block table at the same
+    size, counted from its exported graph, so the report can say what the variant saves."""
+    import tempfile
+    from pathlib import Path
+
+    from edgepipe.bench.macs import count_macs
+    from edgepipe.models.build import build_model
+    from edgepipe.quant.export import export_onnx
+    from edgepipe.recipe import ModelConfig
+
+    cfg = ModelConfig(**{**fp_ckpt["model_cfg"], "pretrained": "none"})
+    if cfg.variant == "standard":
+        return None
+    model, _ = build_model(cfg.model_copy(update={"variant": "standard"}), fp_ckpt["num_classes"])
+    with tempfile.TemporaryDirectory(prefix="edgepipe-std-") as tmp:
+        path = export_onnx(model.eval(), Path(tmp) / "standard.onnx", size, {}, r.export.opset)
+        return float(count_macs(path)["gmacs"])
+
+
 def run(ctx: StageContext) -> StageResult:
     import torch
 
@@ -237,6 +257,8 @@ def run(ctx: StageContext) -> StageResult:
                 m["openvino_f32_test_top1"] = 100.0 * float((ov32.argmax(1) == y).mean())
         if mixed is not None:
             m["float_layers"] = mixed
+        if not qdq and (std := standard_table_gmacs(fp_ckpt, list(pre.input_size), r)) is not None:
+            m["standard_table_gmacs"] = std  # model.variant: what the arch's standard table would cost
         if qdq:  # depthwise widths padded for ONNX Runtime (export.pad_channels)
             m["padded_channels"] = padded
             m["numerics"] = q_ckpt.get("quant", {}).get("numerics", "s8")

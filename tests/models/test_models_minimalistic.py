@@ -139,3 +139,18 @@ def test_plan_refuses_minimalistic_where_it_cannot_be_built_before_any_training(
 
     with pytest.raises(RecipeError, match=says):
         plan(parse_recipe(_recipe(model, stages=["finetune"])))
+
+
+def test_export_counts_the_standard_table_beside_a_variant_and_the_report_notes_the_saving():
+    from edgepipe.bench.report import _run_notes
+    from edgepipe.stages.export import standard_table_gmacs
+
+    recipe = parse_recipe(_recipe({"variant": "minimalistic", "width_mult": 0.5}))
+    ckpt = {"model_cfg": recipe.model.model_dump(), "num_classes": 10}
+    std = standard_table_gmacs(ckpt, [3, 64, 64], recipe)
+    assert std is not None
+    plain = {**ckpt, "model_cfg": {**ckpt["model_cfg"], "variant": "standard"}}
+    assert standard_table_gmacs(plain, [3, 64, 64], recipe) is None  # nothing to compare with
+    rows = [{"model": "fp32", "runtime": "onnxruntime", "gmacs": 0.9 * std}]
+    notes = _run_notes(rows, {"export": {"metrics": {"fp32": {"standard_table_gmacs": std}}}}, {})
+    assert any(n.startswith("model.variant: ") and "0.90x the" in n for n in notes), notes
