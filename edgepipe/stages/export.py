@@ -298,6 +298,7 @@ def run(ctx: StageContext) -> StageResult:
     except ParityError as exc:
         evidence = atomic_write_json(ctx.run_dir / "export.failed-agreement.json", metrics)
         raise ParityError(f"{exc}; see {evidence}") from None
+    (ctx.run_dir / "export.failed-agreement.json").unlink(missing_ok=True)  # a failed try's, now stale
     return StageResult(outputs=outputs, metrics=metrics)
 
 
