@@ -1,6 +1,7 @@
-"""The names ``model.attention``, ``model.fusion`` and ``model.head`` accept: a leaf without torch, so the
+"""The names ``model.attention``, ``model.fusion``, ``model.head`` and ``model.hybrid`` accept: a leaf without torch, so the
 recipe and the registry can import it cheaply."""
 
 ATTENTIONS = ("se", "eca", "cbam", "none")
 FUSIONS = ("none", "multiscale")
 HEADS = ("linear", "arcmargin")
+HYBRIDS = ("none", "vit")

@@ -11,7 +11,7 @@ from typing import Any
 
 from edgepipe.constants import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, IMAGENET_MEAN, IMAGENET_STD
 from edgepipe.errors import ModelError
-from edgepipe.models.choices import ATTENTIONS, FUSIONS
+from edgepipe.models.choices import ATTENTIONS, FUSIONS, HYBRIDS
 
 Builder = Callable[..., Any]
 
@@ -41,6 +41,7 @@ class ModelSpec:
     # empty: none (the recipe refuses the key). model.head works for every arch (models/build.py swaps it).
     attentions: tuple[str, ...] = ()
     fusions: tuple[str, ...] = ()
+    hybrids: tuple[str, ...] = ()  # model.hybrid choices besides none (models/vit_hybrid.py)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -80,6 +81,7 @@ def refusal(
     pretrained: str,
     attention: str | None = None,
     fusion: str = "none",
+    hybrid: str = "none",
 ) -> str | None:
     """Why the registry cannot serve ``arch`` with these stages and settings (one line with the fix), or None.
 
@@ -108,6 +110,7 @@ def refusal(
     for key, value, allowed, unset in (
         ("attention", attention, spec.attentions, None),
         ("fusion", fusion, spec.fusions, "none"),
+        ("hybrid", hybrid, spec.hybrids, "none"),
     ):
         if value != unset and value not in allowed:
             archs = [n for n in available() if value in getattr(_REGISTRY[n], f"{key}s")]
@@ -202,6 +205,7 @@ def _register_resnets() -> None:
                 blocks=resnet_blocks,
                 cam_layer="layer4",
                 attentions=ATTENTIONS,
+                hybrids=tuple(h for h in HYBRIDS if h != "none"),
             )
         )
 

@@ -7,6 +7,19 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class ViTBlocks:
+    """``model.hybrid: vit``: the encoder after layer 4 (ViT-tiny's shape by default) and the input size, which
+    sets the token grid its learned positions cover."""
+
+    depth: int = 1
+    width: int = 192
+    heads: int = 3
+    mlp_ratio: float = 4.0
+    weights: str | None = None
+    image_size: int = 224
+
+
+@dataclass(frozen=True)
 class Variant:
     """Attention and fusion for a registry builder (the head is swapped by models/build.py for every arch).
 
@@ -17,10 +30,11 @@ class Variant:
     cbam_reduction: int = 16
     cbam_kernel: int = 7
     fusion: str = "none"
+    vit: ViTBlocks | None = None  # model.hybrid: vit
 
     @property
     def is_plain(self) -> bool:
-        return self.attention is None and self.fusion == "none"
+        return self.attention is None and self.fusion == "none" and self.vit is None
 
     def attention_kwargs(self) -> dict[str, Any]:
         return {
@@ -30,8 +44,13 @@ class Variant:
         }
 
     @classmethod
-    def from_config(cls, cfg: Any) -> Variant:
-        return cls(cfg.attention, cfg.eca_kernel, cfg.cbam_reduction, cfg.cbam_kernel, cfg.fusion)
+    def from_config(cls, cfg: Any, image_size: int = 224) -> Variant:
+        vit = None
+        if getattr(cfg, "hybrid", "none") == "vit":
+            vit = ViTBlocks(
+                cfg.vit_depth, cfg.vit_width, cfg.vit_heads, cfg.vit_mlp_ratio, cfg.vit_weights, image_size
+            )
+        return cls(cfg.attention, cfg.eca_kernel, cfg.cbam_reduction, cfg.cbam_kernel, cfg.fusion, vit)
 
 
 def fresh_modules(model: Any) -> list[str]:
