@@ -221,17 +221,19 @@ class ModelConfig(_Strict):
     arc_margin: float = Field(default=0.5, ge=0, le=1.5, description="arcmargin: angular margin m (radians)")
     hybrid: Literal["none", "vit"] = Field(
         default="none",
-        description="vit: layer-4 features as tokens through ViT encoder blocks, class token into the head "
-        "(resnet50, resnext50_32x4d); docs/hybrid.md",
+        description="vit: layer-4 features as tokens through ViT encoder blocks, class token into the "
+        "head (resnet50, resnext50_32x4d); docs/hybrid.md",
     )
     vit_depth: int = Field(default=1, ge=1, le=12, description="vit: encoder blocks")
     vit_width: int = Field(default=192, ge=8, le=1024, description="vit: token width (ViT-tiny 192)")
     vit_heads: int = Field(default=3, ge=1, le=16, description="vit: attention heads (ViT-tiny 3)")
-    vit_mlp_ratio: float = Field(default=4.0, gt=0, le=8, description="vit: MLP width / token width (768/192)")
+    vit_mlp_ratio: float = Field(
+        default=4.0, gt=0, le=8, description="vit: MLP width / token width (ViT-tiny 768/192)"
+    )
     vit_weights: str | None = Field(
         default=None,
-        description="vit: a local timm or Hugging Face ViT checkpoint file (.safetensors, .pth, .bin) for the "
-        "blocks; null: initialisation",
+        description="vit: a local timm or Hugging Face ViT checkpoint file (.safetensors, .pth, .bin) for "
+        "the blocks; null: initialisation",
     )
 
     @model_validator(mode="after")

@@ -1,5 +1,5 @@
-"""The names ``model.attention``, ``model.fusion``, ``model.head`` and ``model.hybrid`` accept: a leaf without torch, so the
-recipe and the registry can import it cheaply."""
+"""The names ``model.attention``, ``model.fusion``, ``model.head`` and ``model.hybrid`` accept: a leaf
+without torch, so the recipe and the registry can import it cheaply."""
 
 ATTENTIONS = ("se", "eca", "cbam", "none")
 FUSIONS = ("none", "multiscale")

@@ -36,7 +36,7 @@ def resnet_builder(arch: str, quantizable: bool) -> Callable[..., Any]:
         if variant is not None and variant.vit is not None:
             from edgepipe.models.vit_hybrid import hybrid_resnet
 
-            model = hybrid_resnet(arch, num_classes, variant, quantizable)
+            model = hybrid_resnet(*LAYERS[arch], num_classes, variant, quantizable)
         elif variant is not None and variant.attention not in (None, "none"):
             model = _attention_resnet(arch, num_classes, variant, quantizable)
         elif quantizable:

@@ -8,8 +8,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class ViTBlocks:
-    """``model.hybrid: vit``: the encoder after layer 4 (ViT-tiny's shape by default) and the input size, which
-    sets the token grid its learned positions cover."""
+    """``model.hybrid: vit``: the encoder after layer 4 (ViT-tiny's shape by default) and the input size,
+    which sets the token grid its learned positions cover."""
 
     depth: int = 1
     width: int = 192

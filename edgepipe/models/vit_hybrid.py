@@ -10,9 +10,9 @@ written with explicit ``nn.Linear`` layers (fused qkv, as timm) and ``torch.matm
 ``nn.MultiheadAttention`` (eager QAT cannot quantize inside it). Every matmul input passes a QuantStub (an
 identity in float; a uint8 fake-quant once prepared), so the export is ``DQ, DQ -> MatMul|Gemm`` for each of
 the six products of a block (qkv, q.k, attn.v, proj, fc1, fc2), which ONNX Runtime and OpenVINO run as integer
-GEMMs. Their outputs stay float (``float_output_qconfig``): LayerNorm, Softmax, GELU and the residual adds run
-in float, where no runtime here has an integer kernel for them. Linear layers see 2-D [tokens, width] inputs so
-they export as Gemm, whose int32 bias the export quantizes as for the CNN head.
+GEMMs. Their outputs stay float (``float_output_qconfig``): LayerNorm, Softmax, GELU and the residual adds
+run in float (benchmarks/vit_hybrid_int8.py measures what an integer Softmax would give). Linear layers see
+2-D [tokens, width] inputs so they export as Gemm, whose int32 bias the export quantizes as for the CNN head.
 """
 
 from __future__ import annotations
@@ -135,17 +135,17 @@ class ViTEncoder(nn.Module):
         return f"grid={self.grid}x{self.grid}, width={self.width}"
 
 
-def hybrid_resnet(arch: str, num_classes: int, variant, quantizable: bool) -> nn.Module:
-    """torchvision's ResNet (or its quantizable twin) with ``ViTEncoder`` between layer 4 and ``fc``; the
+def hybrid_resnet(
+    layers: list[int], extra: dict, num_classes: int, variant, quantizable: bool
+) -> nn.Module:
+    """torchvision's ResNet of ``layers`` blocks per stage (``extra``: ResNeXt's grouping), or its quantizable
+    twin, with ``ViTEncoder`` between layer 4 and ``fc``; the
     blocks' checkpoint (``model.vit_weights``) is loaded by models/build.py, not here: rebuilding a trained
     model needs the architecture only."""
     from torchvision.models.quantization.resnet import QuantizableBottleneck, QuantizableResNet
     from torchvision.models.resnet import Bottleneck, ResNet
 
-    from edgepipe.models.resnet import LAYERS
-
     vit = variant.vit
-    layers, extra = LAYERS[arch]
 
     def attach(model: nn.Module) -> nn.Module:
         channels = model.fc.in_features

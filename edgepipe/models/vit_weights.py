@@ -99,7 +99,8 @@ def _from_hf(state: dict[str, Any]) -> dict[str, Any]:
         if rest in simple:
             out[simple[rest]] = value
     for key in list(state):
-        m = re.match(re.escape(prefix) + r"encoder\.layer\.(\d+)\.attention\.attention\.query\.(weight|bias)$", key)
+        query = r"encoder\.layer\.(\d+)\.attention\.attention\.query\.(weight|bias)$"
+        m = re.match(re.escape(prefix) + query, key)
         if m:
             idx, kind = m.groups()
             parts = [state[f"{prefix}encoder.layer.{idx}.{name}.{kind}"] for name in _HF_QKV]
@@ -154,18 +155,22 @@ def load_vit_weights(encoder: Any, path_or_name: str) -> dict[str, Any]:
             f"model.vit_weights: {path.name} has {len(have)} blocks, model.vit_depth is {depth}; "
             f"fix: set vit_depth <= {len(have)}"
         )
-    wanted = [f"blocks.{i}.{name}.{kind}" for i in range(depth) for name in _BLOCK for kind in ("weight", "bias")]
+    kinds = ("weight", "bias")
+    wanted = [f"blocks.{i}.{name}.{kind}" for i in range(depth) for name in _BLOCK for kind in kinds]
     wanted += ["cls_token", "norm.weight", "norm.bias"]
     own = encoder.state_dict()
     missing = [k for k in wanted if k not in state]
     if missing:
         raise ModelError(
-            f"model.vit_weights: {path.name} lacks {', '.join(missing[:3])}; fix: give a complete ViT checkpoint"
+            f"model.vit_weights: {path.name} lacks {', '.join(missing[:3])}; "
+            "fix: give a complete ViT checkpoint"
         )
     new = {k: state[k] for k in wanted}
     if "pos_embed" in state:
         new["pos_embed"] = _resample_positions(state["pos_embed"], encoder.grid)
-    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in new.items() if v.shape != own[k].shape]
+    wrong = [
+        f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in new.items() if v.shape != own[k].shape
+    ]
     if wrong:
         raise ModelError(
             f"model.vit_weights: {path.name} does not fit the encoder ({wrong[0]}); fix: set vit_width, "

@@ -1,5 +1,6 @@
-"""model.hybrid: vit: the ResNeXt/ResNet with ViT blocks after layer 4 -- shapes, twins, QAT, the INT8 export
-(integer attention and MLP matmuls in ONNX Runtime, agreement with torch), MAC counts, recipe keys. 32 px, CPU."""
+"""model.hybrid: vit: the ResNeXt/ResNet with ViT blocks after layer 4 -- shapes, twins, QAT, the INT8
+export (integer attention and MLP matmuls in ONNX Runtime, agreement with torch), MAC counts, recipe keys.
+32 px, CPU."""
 
 from __future__ import annotations
 
