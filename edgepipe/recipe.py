@@ -230,6 +230,11 @@ class ModelConfig(_Strict):
     vit_mlp_ratio: float = Field(
         default=4.0, gt=0, le=8, description="vit: MLP width / token width (ViT-tiny 768/192)"
     )
+    vit_pool: Literal["avg", "token"] = Field(
+        default="avg",
+        description="vit: the head's input: avg, the mean of the spatial tokens (timm global_pool avg); "
+        "token, the class token",
+    )
     vit_weights: str | None = Field(
         default=None,
         description="vit: a local timm or Hugging Face ViT checkpoint file (.safetensors, .pth, .bin) for "
@@ -275,6 +280,7 @@ _MODEL_ONLY_WITH = {
     "vit_width": ("hybrid", "vit"),
     "vit_heads": ("hybrid", "vit"),
     "vit_mlp_ratio": ("hybrid", "vit"),
+    "vit_pool": ("hybrid", "vit"),
     "vit_weights": ("hybrid", "vit"),
 }
 

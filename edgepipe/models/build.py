@@ -167,7 +167,10 @@ def architecture(model_cfg: dict) -> ModelConfig:
 
 
 def checkpoint_image_size(checkpoint: dict) -> int:
-    return int(checkpoint["preprocessing"]["input_size"][-1])
+    """The input side a checkpoint was trained at (224 for one that does not say: only the ViT hybrid's
+    positions depend on it, and its checkpoints always say)."""
+    size = (checkpoint.get("preprocessing") or {}).get("input_size")
+    return int(size[-1]) if size else 224
 
 
 def rebuild(checkpoint: dict, quantizable: bool = False) -> Any:

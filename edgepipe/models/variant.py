@@ -17,6 +17,7 @@ class ViTBlocks:
     mlp_ratio: float = 4.0
     weights: str | None = None
     image_size: int = 224
+    pool: str = "avg"
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ class Variant:
         vit = None
         if getattr(cfg, "hybrid", "none") == "vit":
             vit = ViTBlocks(
-                cfg.vit_depth, cfg.vit_width, cfg.vit_heads, cfg.vit_mlp_ratio, cfg.vit_weights, image_size
+                cfg.vit_depth, cfg.vit_width, cfg.vit_heads, cfg.vit_mlp_ratio, cfg.vit_weights, image_size,
+                cfg.vit_pool,
             )
         return cls(cfg.attention, cfg.eca_kernel, cfg.cbam_reduction, cfg.cbam_kernel, cfg.fusion, vit)
 

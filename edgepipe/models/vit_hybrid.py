@@ -2,8 +2,12 @@
 
 Layer 4's map ([N, 2048, h, w]) is projected to the token width by a 1x1 conv, flattened to h*w tokens, a
 class token prepended and learned positions added; N pre-norm blocks (ViT's: LayerNorm -> multi-head
-attention -> add, LayerNorm -> MLP with GELU -> add) follow, and the class token, normalised, is the head's
-input. ``pos_embed`` covers the grid of the recipe's image size (ResNet's five stride-2 steps).
+attention -> add, LayerNorm -> MLP with GELU -> add) follow, and the tokens are pooled into the head's input
+(``model.vit_pool``): ``avg``, the mean of the spatial tokens, normalised (timm's ``global_pool='avg'``), or
+``token``, the normalised class token (ViT's own). With ``avg`` the residual stream carries layer 4's
+projected features straight to the head, as ResNeXt's own average pool does; through the class token the
+CNN's gradient first passes attention weights initialised at std 0.02.
+``pos_embed`` covers the grid of the recipe's image size (ResNet's five stride-2 steps).
 
 One class serves the float model and its quantizable twin (the state dicts are equal). The attention is
 written with explicit ``nn.Linear`` layers (fused qkv, as timm) and ``torch.matmul``, not
@@ -98,13 +102,24 @@ class Block(nn.Module):
 
 
 class ViTEncoder(nn.Module):
-    """Feature map -> tokens -> blocks -> the normalised class token ([N, width]), quantized for the head."""
+    """Feature map -> tokens -> blocks -> pooled and normalised ([N, width]), quantized for the head."""
 
     edgepipe_fresh = True
 
-    def __init__(self, channels: int, grid: int, depth: int, width: int, heads: int, mlp_ratio: float):
+    def __init__(
+        self,
+        channels: int,
+        grid: int,
+        depth: int,
+        width: int,
+        heads: int,
+        mlp_ratio: float,
+        pool: str = "avg",
+    ):
         super().__init__()
-        self.grid, self.width = grid, width
+        if pool not in ("avg", "token"):
+            raise ValueError(f"unknown pool {pool!r}; use avg or token")
+        self.grid, self.width, self.pool = grid, width, pool
         self.proj = nn.Conv2d(channels, width, 1)  # uint8 output: ONNX Runtime fuses Conv only with a Q after
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
         self.pos_embed = nn.Parameter(torch.zeros(1, grid * grid + 1, width))
@@ -126,13 +141,14 @@ class ViTEncoder(nn.Module):
         t = self.proj(x).flatten(2).transpose(1, 2)  # [N, h*w, width]
         t = torch.cat([self.cls_token.expand(t.shape[0], -1, -1), t], dim=1) + self.pos_embed
         t = self.blocks(t)
-        return self.head_in(self.norm(t[:, 0]))
+        pooled = t[:, 1:].mean(dim=1) if self.pool == "avg" else t[:, 0]
+        return self.head_in(self.norm(pooled))
 
     def fuse_model(self, is_qat: bool | None = None) -> None:
         """Nothing to fuse (no BatchNorm; LayerNorm, GELU and Softmax stay float)."""
 
     def extra_repr(self) -> str:
-        return f"grid={self.grid}x{self.grid}, width={self.width}"
+        return f"grid={self.grid}x{self.grid}, width={self.width}, pool={self.pool}"
 
 
 def hybrid_resnet(
@@ -150,9 +166,9 @@ def hybrid_resnet(
     def attach(model: nn.Module) -> nn.Module:
         channels = model.fc.in_features
         model.vit = ViTEncoder(
-            channels, feature_grid(vit.image_size), vit.depth, vit.width, vit.heads, vit.mlp_ratio
+            channels, feature_grid(vit.image_size), vit.depth, vit.width, vit.heads, vit.mlp_ratio, vit.pool
         )
-        model.avgpool = nn.Identity()  # the class token is the pooling
+        model.avgpool = nn.Identity()  # the encoder pools
         model.fc = nn.Linear(vit.width, num_classes)
         return model
 

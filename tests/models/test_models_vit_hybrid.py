@@ -117,6 +117,18 @@ def test_hybrid_macs_count_attention_matmuls(tmp_path):
     assert macs["by_op_type"]["Gemm"] == linears
 
 
+@pytest.mark.parametrize("pool", ["avg", "token"])
+def test_pool_chooses_the_heads_input(pool):
+    torch.manual_seed(0)
+    model, _ = build_model(_cfg(vit_pool=pool, vit_depth=1), 3, image_size=64)
+    enc = model.vit.eval()
+    x = torch.randn(2, 2048, 2, 2)
+    t = torch.cat([enc.cls_token.expand(2, -1, -1), enc.proj(x).flatten(2).transpose(1, 2)], 1)
+    t = enc.blocks(t + enc.pos_embed)
+    want = t[:, 1:].mean(1) if pool == "avg" else t[:, 0]
+    torch.testing.assert_close(enc(x), enc.norm(want))
+
+
 def test_hybrid_loads_backbone_weights_around_fresh_encoder(tmp_path, caplog):
     plain, _ = build_model(ModelConfig(arch="resnext50_32x4d", pretrained="none", dropout=0.0), 3)
     path = tmp_path / "rnx.pt"
@@ -132,6 +144,8 @@ def test_recipe_vit_keys_need_hybrid_vit():
         ModelConfig(arch="resnext50_32x4d", vit_depth=2)
     with pytest.raises(ValueError, match="does not split into vit_heads"):
         ModelConfig(arch="resnext50_32x4d", hybrid="vit", vit_width=100, vit_heads=3)
+    with pytest.raises(ValueError, match="vit_pool is only used with hybrid: vit"):
+        ModelConfig(arch="resnext50_32x4d", vit_pool="token")
     with pytest.raises(ValueError, match="attention: cbam are not built together"):
         ModelConfig(arch="resnext50_32x4d", hybrid="vit", attention="cbam")
 
