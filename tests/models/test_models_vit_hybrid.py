@@ -156,14 +156,14 @@ def test_hybrid_refused_for_archs_without_it():
     assert refusal("resnext50_32x4d", ("finetune", "qat"), 1.0, "none", hybrid="vit") is None
 
 
-def test_smoke_recipe_parses():
+def test_ensemble_hybrid_recipe_parses():
     from pathlib import Path
 
     import yaml
 
     root = Path(__file__).resolve().parents[2]
-    r = parse_recipe(yaml.safe_load((root / "recipes" / "resnext_vit_smoke.yaml").read_text()))
+    r = parse_recipe(yaml.safe_load((root / "recipes" / "resnext_vit_ensemble.yaml").read_text()))
     assert r.model.hybrid == "vit" and r.model.vit_width == 192 and r.model.vit_heads == 3
     with pytest.raises(RecipeError):
-        parse_recipe({**yaml.safe_load((root / "recipes" / "resnext_vit_smoke.yaml").read_text()),
+        parse_recipe({**yaml.safe_load((root / "recipes" / "resnext_vit_ensemble.yaml").read_text()),
                       "model": {"arch": "resnext50_32x4d", "hybrid": "vit", "vit_hedas": 3}})
