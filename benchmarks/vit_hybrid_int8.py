@@ -64,10 +64,10 @@ def _pair(float_model: nn.Module, quantizable: nn.Module, shape: list[int], out:
 class _Encoder(nn.Module):
     """The encoder alone, its input quantized as layer 4's output is in the hybrid."""
 
-    def __init__(self, quantized_softmax: bool = False):
+    def __init__(self, quantized_softmax: bool = False, grid: int = 7):
         super().__init__()
         self.quant, self.dequant = quant_stubs()
-        self.vit = ViTEncoder(2048, 7, 1, 192, 3, 4.0)
+        self.vit = ViTEncoder(2048, grid, 1, 192, 3, 4.0)
         if quantized_softmax:  # scores quantized too: DQ -> Softmax -> Q, ORT's QLinearSoftmax pattern
             for block in self.vit.blocks:
                 block.attn.softmax = nn.Sequential(quant_stubs()[0], block.attn.softmax)
