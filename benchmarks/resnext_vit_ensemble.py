@@ -70,10 +70,10 @@ def _markdown(res: dict) -> str:
         "# ResNeXt50 + ResNeXt50 (gradual unfreezing) + ResNeXt50-ViT hybrid, linear ensemble",
         "",
         f"CPU: {env['cpu_model']} (`{env['cpu_name']}`; {', '.join(env['isa_flags'])}); ONNX Runtime, "
-        f"{res['threads']} threads, batch 1. Written by `benchmarks/resnext_vit_ensemble.py` from the recipes "
-        "`recipes/resnext_vit_ensemble{,_plain,_unfreeze}.yaml` (built-in Fashion-MNIST, 40 px, 30 images "
-        f"per class, a few epochs from initialisation); test split: {res['test_images']} images. Combiner "
-        f"chosen on validation: {res['chosen']}.",
+        f"{res['threads']} threads, batch 1. Written by `benchmarks/resnext_vit_ensemble.py` from the "
+        "recipes `recipes/resnext_vit_ensemble{,_plain,_unfreeze}.yaml` (built-in Fashion-MNIST, 40 px, "
+        f"30 images per class, 3-6 epochs from initialisation); test split: {res['test_images']} images. "
+        f"Combiner chosen on validation: {res['chosen']}.",
         "",
         "| model | published top-1 (224 px, ImageNet weights) | FP32 top-1 | INT8 top-1 | FP32 GMACs "
         "| INT8 MAC share | FP32 p50 ms | INT8 p50 ms | INT8 speed-up |",
