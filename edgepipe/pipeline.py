@@ -59,7 +59,9 @@ def plan(recipe: Recipe) -> list[str]:
             )
     m = recipe.model  # what the model registry cannot serve, named before the needs (one line, with the fix)
     listed_known = tuple(n for n in listed if n in listable)
-    why = refusal(m.arch, listed_known, m.width_mult, m.pretrained, m.attention, m.fusion, m.variant)
+    why = refusal(
+        m.arch, listed_known, m.width_mult, m.pretrained, m.attention, m.fusion, m.variant, m.hybrid
+    )
     if why is not None:
         raise RecipeError(why)
     selected = [n for n in stages.order() if stages.get(n).always or n in listed]

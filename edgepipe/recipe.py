@@ -224,6 +224,27 @@ class ModelConfig(_Strict):
     )
     arc_scale: float = Field(default=30.0, gt=0, le=128, description="arcmargin: logit scale s")
     arc_margin: float = Field(default=0.5, ge=0, le=1.5, description="arcmargin: angular margin m (radians)")
+    hybrid: Literal["none", "vit"] = Field(
+        default="none",
+        description="vit: layer-4 features as tokens through ViT encoder blocks, class token into the "
+        "head (resnet50, resnext50_32x4d); docs/hybrid.md",
+    )
+    vit_depth: int = Field(default=1, ge=1, le=12, description="vit: encoder blocks")
+    vit_width: int = Field(default=192, ge=8, le=1024, description="vit: token width (ViT-tiny 192)")
+    vit_heads: int = Field(default=3, ge=1, le=16, description="vit: attention heads (ViT-tiny 3)")
+    vit_mlp_ratio: float = Field(
+        default=4.0, gt=0, le=8, description="vit: MLP width / token width (ViT-tiny 768/192)"
+    )
+    vit_pool: Literal["avg", "token"] = Field(
+        default="avg",
+        description="vit: the head's input: avg, the mean of the spatial tokens (timm global_pool avg); "
+        "token, the class token",
+    )
+    vit_weights: str | None = Field(
+        default=None,
+        description="vit: a local timm or Hugging Face ViT checkpoint file (.safetensors, .pth, .bin) for "
+        "the blocks; null: initialisation",
+    )
 
     @model_validator(mode="after")
     def _variant_options(self) -> ModelConfig:
@@ -241,6 +262,16 @@ class ModelConfig(_Strict):
                 f"attention: {self.attention} has no place in variant: minimalistic (it has no "
                 "squeeze-excite to replace); fix: remove attention, or set variant: standard"
             )
+        if self.hybrid == "vit":
+            if self.vit_width % self.vit_heads:
+                raise ValueError(
+                    f"vit_width {self.vit_width} does not split into vit_heads {self.vit_heads} equal heads; "
+                    f"fix: make vit_width a multiple of vit_heads (e.g. {self.vit_heads * 64})"
+                )
+            if self.attention not in (None, "none"):
+                raise ValueError(
+                    f"hybrid: vit and attention: {self.attention} are not built together; fix: remove one"
+                )
         for key in ("eca_kernel", "cbam_kernel"):
             k = getattr(self, key)
             if k is not None and k % 2 == 0:
@@ -255,6 +286,12 @@ _MODEL_ONLY_WITH = {
     "cbam_kernel": ("attention", "cbam"),
     "arc_scale": ("head", "arcmargin"),
     "arc_margin": ("head", "arcmargin"),
+    "vit_depth": ("hybrid", "vit"),
+    "vit_width": ("hybrid", "vit"),
+    "vit_heads": ("hybrid", "vit"),
+    "vit_mlp_ratio": ("hybrid", "vit"),
+    "vit_pool": ("hybrid", "vit"),
+    "vit_weights": ("hybrid", "vit"),
 }
 
 

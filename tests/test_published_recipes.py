@@ -17,6 +17,7 @@ PUBLISHED = (
     "mnv3_large_label_smoothing",
     "mnv3_liteiresnet_ablation",
     "resnet50_cbam_focal",
+    "resnext50_vit_hybrid",
 )
 
 
@@ -53,6 +54,15 @@ def test_resnext50_unfreezes_fc_then_layer4_layer3_then_layers_2_and_1():
     assert r.model.freeze.trainable_last == 0
     assert r.model.freeze.schedule == {10: 1, 20: 2, 30: 4}
     assert r.finetune.epochs > 30 and r.qat.trainable_last == 4
+
+
+def test_resnext50_vit_hybrid_one_vit_tiny_block_from_a_local_checkpoint():
+    r = load_recipe(RECIPES / "resnext50_vit_hybrid.yaml")
+    m = r.model
+    assert (m.arch, m.hybrid, m.vit_depth, m.vit_width, m.vit_heads, m.vit_mlp_ratio) == (
+        "resnext50_32x4d", "vit", 1, 192, 3, 4.0
+    )
+    assert m.vit_weights.endswith(".safetensors") and r.data.image_size == 224
 
 
 def test_mnv3_label_smoothing_adamw_cosine_amp_and_its_augmentation():

@@ -127,15 +127,19 @@ def _load_pretrained(model: Any, spec: ModelSpec, cfg: ModelConfig, num_classes:
     return source
 
 
-def build_model(cfg: ModelConfig, num_classes: int, quantizable: bool = False) -> tuple[Any, str]:
-    """A backbone with a ``num_classes`` head and its pretrained weights; returns (model, weights source)."""
+def build_model(
+    cfg: ModelConfig, num_classes: int, quantizable: bool = False, image_size: int = 224
+) -> tuple[Any, str]:
+    """A backbone with a ``num_classes`` head and its pretrained weights; returns (model, weights source).
+
+    ``image_size`` is the input side; the ViT hybrid's learned positions cover its layer-4 grid."""
     spec = get_spec(cfg.arch)
     kwargs: dict[str, Any] = {"dropout": cfg.dropout}
     if spec.supports_width:
         kwargs["width_mult"] = cfg.width_mult
     elif cfg.width_mult != 1.0:
         raise ModelError(f"model.width_mult is not supported by {cfg.arch}; fix: remove it or set it to 1.0")
-    variant = Variant.from_config(cfg)
+    variant = Variant.from_config(cfg, image_size)
     if not variant.is_plain:  # ModelConfig has checked that the arch offers it
         kwargs["variant"] = variant
     builder = spec.build_quantizable if quantizable else spec.build
@@ -143,6 +147,10 @@ def build_model(cfg: ModelConfig, num_classes: int, quantizable: bool = False) -
         raise ModelError(f"{cfg.arch} has no quantizable twin; fix: use one of the qat-capable models")
     model = builder(1000, **kwargs)
     source = _load_pretrained(model, spec, cfg, num_classes)
+    if cfg.hybrid == "vit" and cfg.vit_weights:
+        from edgepipe.models.vit_weights import load_vit_weights
+
+        load_vit_weights(model.vit, cfg.vit_weights)
     _replace_head(model, spec, num_classes, cfg)
     if cfg.bn_momentum is not None:
         import torch.nn as nn
@@ -153,10 +161,24 @@ def build_model(cfg: ModelConfig, num_classes: int, quantizable: bool = False) -
     return model, source
 
 
+def architecture(model_cfg: dict) -> ModelConfig:
+    """A checkpoint's model config with its weight sources off: the architecture, for load_state_dict."""
+    return ModelConfig(**{**model_cfg, "pretrained": "none", "vit_weights": None})
+
+
+def checkpoint_image_size(checkpoint: dict) -> int:
+    """The input side a checkpoint was trained at (224 for one that does not say: only the ViT hybrid's
+    positions depend on it, and its checkpoints always say)."""
+    size = (checkpoint.get("preprocessing") or {}).get("input_size")
+    return int(size[-1]) if size else 224
+
+
 def rebuild(checkpoint: dict, quantizable: bool = False) -> Any:
     """Rebuild the float model a checkpoint was saved from (architecture args travel with the weights)."""
-    cfg = ModelConfig(**{**checkpoint["model_cfg"], "pretrained": "none"})
-    model, _ = build_model(cfg, checkpoint["num_classes"], quantizable=quantizable)
+    cfg = architecture(checkpoint["model_cfg"])
+    model, _ = build_model(
+        cfg, checkpoint["num_classes"], quantizable=quantizable, image_size=checkpoint_image_size(checkpoint)
+    )
     model.load_state_dict(checkpoint["state_dict"])
     return model
 
@@ -168,8 +190,10 @@ def load_qat_model(checkpoint: dict) -> Any:
 
     from edgepipe.quant.qat import freeze_bn_stats, freeze_observers, prepare_qat
 
-    cfg = ModelConfig(**{**checkpoint["model_cfg"], "pretrained": "none"})
-    model, _ = build_model(cfg, checkpoint["num_classes"], quantizable=True)
+    cfg = architecture(checkpoint["model_cfg"])
+    model, _ = build_model(
+        cfg, checkpoint["num_classes"], quantizable=True, image_size=checkpoint_image_size(checkpoint)
+    )
     size = checkpoint["preprocessing"]["input_size"]
     # binds each int32 bias to its input's fake-quant; a checkpoint without numerics predates s7: s8
     numerics = (checkpoint.get("quant") or {}).get("numerics", "s8")

@@ -11,7 +11,7 @@ from typing import Any
 
 from edgepipe.constants import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD, IMAGENET_MEAN, IMAGENET_STD
 from edgepipe.errors import ModelError
-from edgepipe.models.choices import ATTENTIONS, FUSIONS, MNV3_VARIANTS
+from edgepipe.models.choices import ATTENTIONS, FUSIONS, HYBRIDS, MNV3_VARIANTS
 
 Builder = Callable[..., Any]
 
@@ -45,6 +45,7 @@ class ModelSpec:
     # for (torchvision ships the standard tables' only)
     variants: tuple[str, ...] = ()
     pretrained_variants: tuple[str, ...] = ("standard",)
+    hybrids: tuple[str, ...] = ()  # model.hybrid choices besides none (models/vit_hybrid.py)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -85,6 +86,7 @@ def refusal(
     attention: str | None = None,
     fusion: str = "none",
     variant: str = "standard",
+    hybrid: str = "none",
 ) -> str | None:
     """Why the registry cannot serve ``arch`` with these stages and settings (one line with the fix), or None.
 
@@ -119,6 +121,7 @@ def refusal(
         ("attention", attention, spec.attentions, None),
         ("fusion", fusion, spec.fusions, "none"),
         ("variant", variant, spec.variants, "standard"),
+        ("hybrid", hybrid, spec.hybrids, "none"),
     ):
         if value != unset and value not in allowed:
             archs = [n for n in available() if value in getattr(_REGISTRY[n], f"{key}s")]
@@ -215,6 +218,7 @@ def _register_resnets() -> None:
                 blocks=resnet_blocks,
                 cam_layer="layer4",
                 attentions=ATTENTIONS,
+                hybrids=tuple(h for h in HYBRIDS if h != "none"),
             )
         )
 

@@ -21,7 +21,7 @@ from edgepipe.models.variant import Variant
 # torchvision.models.quantization has no resnext50_32x4d; its resnet50 with ResNeXt's grouping is the same
 # network (torchvision builds resnext50_32x4d as resnet50's layers with these two arguments).
 _QUANTIZABLE = {"resnext50_32x4d": ("resnet50", {"groups": 32, "width_per_group": 4})}
-_LAYERS = {
+LAYERS = {
     "resnet50": ([3, 4, 6, 3], {}),
     "resnext50_32x4d": ([3, 4, 6, 3], {"groups": 32, "width_per_group": 4}),
 }
@@ -33,7 +33,11 @@ def resnet_builder(arch: str, quantizable: bool) -> Callable[..., Any]:
     def build(num_classes: int, dropout: float = 0.0, variant: Variant | None = None) -> Any:
         import torch.nn as nn
 
-        if variant is not None and variant.attention not in (None, "none"):
+        if variant is not None and variant.vit is not None:
+            from edgepipe.models.vit_hybrid import hybrid_resnet
+
+            model = hybrid_resnet(*LAYERS[arch], num_classes, variant, quantizable)
+        elif variant is not None and variant.attention not in (None, "none"):
             model = _attention_resnet(arch, num_classes, variant, quantizable)
         elif quantizable:
             from torchvision.models import quantization as q
@@ -95,7 +99,7 @@ def _attention_resnet(arch: str, num_classes: int, variant: Variant, quantizable
                 if isinstance(m, QuantizableAttentionBottleneck):
                     m.fuse_model(is_qat)
 
-    layers, extra = _LAYERS[arch]
+    layers, extra = LAYERS[arch]
     if quantizable:
         model = QuantizableAttentionResNet(
             QuantizableAttentionBottleneck, layers, num_classes=num_classes, **extra

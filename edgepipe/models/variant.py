@@ -7,6 +7,20 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class ViTBlocks:
+    """``model.hybrid: vit``: the encoder after layer 4 (ViT-tiny's shape by default) and the input size,
+    which sets the token grid its learned positions cover."""
+
+    depth: int = 1
+    width: int = 192
+    heads: int = 3
+    mlp_ratio: float = 4.0
+    weights: str | None = None
+    image_size: int = 224
+    pool: str = "avg"
+
+
+@dataclass(frozen=True)
 class Variant:
     """Attention and fusion for a registry builder (the head is swapped by models/build.py for every arch).
 
@@ -18,10 +32,12 @@ class Variant:
     cbam_kernel: int = 7
     fusion: str = "none"
     blocks: str = "standard"  # model.variant: the block table (MobileNetV3: standard | minimalistic)
+    vit: ViTBlocks | None = None  # model.hybrid: vit
 
     @property
     def is_plain(self) -> bool:
-        return self.attention is None and self.fusion == "none" and self.blocks == "standard"
+        plain_blocks = self.blocks == "standard" and self.vit is None
+        return self.attention is None and self.fusion == "none" and plain_blocks
 
     def attention_kwargs(self) -> dict[str, Any]:
         return {
@@ -31,9 +47,15 @@ class Variant:
         }
 
     @classmethod
-    def from_config(cls, cfg: Any) -> Variant:
+    def from_config(cls, cfg: Any, image_size: int = 224) -> Variant:
+        vit = None
+        if getattr(cfg, "hybrid", "none") == "vit":
+            vit = ViTBlocks(
+                cfg.vit_depth, cfg.vit_width, cfg.vit_heads, cfg.vit_mlp_ratio, cfg.vit_weights, image_size,
+                cfg.vit_pool,
+            )
         return cls(
-            cfg.attention, cfg.eca_kernel, cfg.cbam_reduction, cfg.cbam_kernel, cfg.fusion, cfg.variant
+            cfg.attention, cfg.eca_kernel, cfg.cbam_reduction, cfg.cbam_kernel, cfg.fusion, cfg.variant, vit
         )
 
 

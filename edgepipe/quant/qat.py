@@ -249,6 +249,16 @@ def quant_stubs() -> tuple[Any, Any]:
     return tq.QuantStub(), tq.DeQuantStub()
 
 
+def float_output_qconfig():
+    """qat_qconfig's weights with no output fake-quant: for a linear whose output feeds float ops (a residual
+    add, LayerNorm, GELU, Softmax). Its export is DQ(x), DQ(w) -> Gemm with a float output, which ONNX Runtime
+    runs as an integer GEMM (QGemm) and OpenVINO as an int8 FullyConnected; a Q/DQ there would only round."""
+    import torch.nn as nn
+
+    tq = _tq()
+    return tq.QConfig(activation=nn.Identity, weight=qat_qconfig().weight)
+
+
 def float_functional() -> Any:
     """A FloatFunctional, so a residual add gets its own output fake-quant (QLinearAdd in ONNX)."""
     from torch.ao.nn.quantized import FloatFunctional

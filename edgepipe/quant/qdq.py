@@ -149,7 +149,8 @@ def _replacement(module: Any) -> nn.Module | None:
         return QDQCosineHead(module)
     if not (is_qat_conv(module) or is_qat_linear(module)):
         return None
-    out = _qdq_from(module.activation_post_process) if hasattr(module, "activation_post_process") else None
+    app = getattr(module, "activation_post_process", None)  # an Identity: float output (float_output_qconfig)
+    out = _qdq_from(app) if isinstance(app, tq.FakeQuantizeBase) else None
     if is_qat_conv(module):
         w, b = fold_conv_bn(module)
         b = quantized_bias(module, b)  # the int32-grid bias QAT runs (the export re-rounds it: the same)

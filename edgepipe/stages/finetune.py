@@ -40,7 +40,7 @@ def run(ctx: StageContext) -> StageResult:
     data = SplitData(ctx.input("split"), r.data, pre, r.seed)
     from edgepipe.models.build import build_model
 
-    model, weights_source = build_model(r.model, len(data.classes))
+    model, weights_source = build_model(r.model, len(data.classes), image_size=pre.input_size[-1])
     dev = device()
     model.to(dev)
     freezer = freezer_for(model, r.model.arch, r.model.freeze.trainable_last, r.model.freeze.schedule)

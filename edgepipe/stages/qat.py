@@ -70,17 +70,18 @@ def _calibrate(model, loader, batches: int, dev) -> None:
 def run(ctx: StageContext) -> StageResult:
     import torch
 
-    from edgepipe.models.build import build_model
+    from edgepipe.models.build import architecture, build_model
     from edgepipe.quant.qat import NUMERICS, freeze_bn_stats, freeze_observers, freeze_plan, prepare_qat
-    from edgepipe.recipe import ModelConfig
 
     r, cfg = ctx.recipe, ctx.recipe.qat
     seed_everything(r.seed)
     float_ckpt = torch.load(ctx.input("checkpoint"), map_location="cpu", weights_only=False)
     pre = Preprocessing.from_dict(float_ckpt["preprocessing"])
     data = SplitData(ctx.input("split"), r.data, pre, r.seed)
-    model_cfg = ModelConfig(**{**float_ckpt["model_cfg"], "pretrained": "none"})
-    model, _ = build_model(model_cfg, float_ckpt["num_classes"], quantizable=True)
+    model_cfg = architecture(float_ckpt["model_cfg"])
+    model, _ = build_model(
+        model_cfg, float_ckpt["num_classes"], quantizable=True, image_size=pre.input_size[-1]
+    )
     model.load_state_dict(float_ckpt["state_dict"])
     # binds each int32 bias to its input; weights on the grid the targets' kernels compute (qat.numerics)
     prepare_qat(model, example=torch.zeros(1, *pre.input_size), numerics=cfg.numerics)
