@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import random
 import sys
 import tempfile
 from pathlib import Path
@@ -110,7 +111,12 @@ def time_runtime(
     graph = onnx.load(str(some), load_external_data=False).graph
     dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
     sample = np.random.default_rng(0).standard_normal([1, *dims[1:]], dtype=np.float32)
-    calls = alternating_rounds(rts, sample, rounds, iters, warmup)
+    calls: dict[str, list[list[float]]] = {k: [] for k in rts}
+    for r in range(rounds):  # one round at a time: each model warms up again at its turn, in a shuffled order
+        order = list(rts)
+        random.Random(r).shuffle(order)
+        for k, per_round in alternating_rounds({k: rts[k] for k in order}, sample, 1, iters, warmup).items():
+            calls[k] += per_round
     rows = []
     for name, (arch, key, mode, path) in entries.items():
         flat = [t for one in calls[name] for t in one]
@@ -153,14 +159,91 @@ def add_speedups(rows: list[dict]) -> None:
             r["vs_standard_fastest_float"] = {"baseline": std_float["name"], **_ratios(std_float, r)}
 
 
+def layer_profile(int8_onnx: Path, size: int) -> dict[str, Any]:
+    """Each INT8 convolution timed alone on ONNX Runtime, as int8 and as float (quant.mixed.profile_layers),
+    summed by kind: the stem (the first conv, 3 input channels), depthwise, and the rest (1x1 and head)."""
+    from edgepipe.quant.mixed import profile_layers
+
+    layers = profile_layers(int8_onnx, [3, size, size], threads=2)
+    kinds: dict[str, dict[str, float]] = {}
+    for i, one in enumerate(layers.values()):
+        kind = "stem" if i == 0 else "depthwise" if one["group"] > 1 else "pointwise"
+        k = kinds.setdefault(kind, {"convs": 0, "int8_ms": 0.0, "float_ms": 0.0})
+        k["convs"] += 1
+        k["int8_ms"] += one["int8_ms"]
+        k["float_ms"] += one["float_ms"]
+    return {"by_kind": kinds, "layers": layers}
+
+
 def macs(files: dict[str, dict[str, dict[str, Path]]]) -> dict[str, float]:
     from edgepipe.bench.macs import count_macs
 
     return {arch: count_macs(f["fp32"]["onnx"])["gmacs"] for arch, f in files.items()}
 
 
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{v:.2f}"
+
+
 def _x(s: dict | None) -> str:
     return "—" if not s else f"{s['paired']:.2f}x ({s['q1']:.2f}–{s['q3']:.2f})"
+
+
+def issue_targets(res: dict) -> list[str]:
+    """The targets the comparison was asked to show, each with its measured value and met / not met."""
+    env, out = res["environment"], []
+    vnni = "avx512_vnni" in env["isa_flags"] or "avx_vnni" in env["isa_flags"]
+    mini = {
+        (size, rt): next(r for r in rows if r["arch"] == "minimalistic" and r["model"] == "int8")
+        for size, by_rt in res["timing"].items()
+        for rt, rows in by_rt.items()
+    }
+    big = max(res["timing"], key=int)
+    if (big, "onnxruntime") in mini and int(big) >= 224:
+        v = mini[big, "onnxruntime"]["vs_fastest_float"]["paired"]
+        need = 2.3 if vnni else 1.5
+        out.append(
+            f"- INT8 >= {need}x the fastest float on ONNX Runtime at {big} px "
+            f"({'VNNI' if vnni else 'AVX2-only'} CPU): {v:.2f}x, **{'met' if v >= need else 'not met'}**."
+        )
+    slower = [f"{rt} at {s} px" for (s, rt), r in mini.items() if r["vs_standard_int8"]["paired"] <= 1]
+    out.append(
+        "- INT8 faster than the standard model's INT8 on both runtimes: "
+        + ("**met** at every size" if not slower else f"**not met** ({', '.join(slower)})")
+        + "."
+    )
+    acc = res["accuracy"]
+    m8, s32 = (
+        acc["minimalistic"]["top1"].get("int8-qat · onnxruntime"),
+        acc["standard"]["top1"].get("fp32 · onnxruntime"),
+    )
+    if m8 is not None and s32 is not None:
+        out.append(
+            f"- INT8 top-1 within 1 pt of the standard FP32: {m8:.2f} vs {s32:.2f}, "
+            f"**{'met' if s32 - m8 <= 1 else 'not met'}**."
+        )
+    t = acc["minimalistic"]["top1"]
+    pairs = [
+        (t.get(f"int8-qat · {lab}"), t.get(f"int8-ptq · {lab}"), lab)
+        for lab in ("onnxruntime", "openvino-auto")
+    ]
+    below = [f"{lab} {q:.2f} < {p:.2f}" for q, p, lab in pairs if q is not None and p is not None and q < p]
+    out.append(
+        "- QAT INT8 at or above every PTQ baseline: "
+        + (
+            "**met** (" + ", ".join(f"{lab} {q:.2f} vs {p:.2f}" for q, p, lab in pairs if q and p) + ")"
+            if not below
+            else f"**not met** ({', '.join(below)})"
+        )
+        + "."
+    )
+    low = [f"{k} {v:.2f}" for k, v in acc["minimalistic"]["targets"].items() if v is not None and v < 99.5]
+    out.append(
+        "- Agreement >= 99.5% on every target: "
+        + ("**met**" if not low else f"**not met**: {', '.join(low)}")
+        + "."
+    )
+    return ["", "## The issue's targets (minimalistic)", "", *out]
 
 
 def markdown(res: dict) -> str:
@@ -184,10 +267,8 @@ def markdown(res: dict) -> str:
     for arch, a in res["accuracy"].items():
         t = a["top1"]
         agree = ", ".join(f"{k} {v:.2f}" for k, v in a["targets"].items() if v is not None) or "—"
-        md.append(
-            f"| {arch} | {a['gmacs']:.4f} | {t.get('fp32 · onnxruntime')} | "
-            f"{t.get('int8-qat · onnxruntime')} | {t.get('int8-ptq · onnxruntime')} | {agree} |"
-        )
+        cells = [_pct(t.get(f"{m} · onnxruntime")) for m in ("fp32", "int8-qat", "int8-ptq")]
+        md.append(f"| {arch} | {a['gmacs']:.4f} | {' | '.join(cells)} | {agree} |")
     for size, by_rt in res["timing"].items():
         own = " (the run's own files)" if size == "0" else ""
         shown = f"{by_rt[next(iter(by_rt))][0]['input'][-1]} px{own}"
@@ -209,6 +290,26 @@ def markdown(res: dict) -> str:
                     f"| {rt} | {r['name']} | {r['p50_ms']:.3f} | {r['size_mb']:.2f} | "
                     f"{_x(r['vs_fastest_float'])} vs {r['vs_fastest_float']['baseline']} | "
                     f"{_x(r.get('vs_standard_int8'))} | {_x(r.get('vs_standard_fastest_float'))} |"
+                )
+    md += issue_targets(res)
+    for size, by_arch in res.get("layer_profile", {}).items():
+        md += [
+            "",
+            f"## Where the INT8 time goes: ONNX Runtime, {size} px, each convolution timed alone",
+            "",
+            "quant.mixed.profile_layers: every conv of int8.onnx cut out with its Q/DQ and timed alone as "
+            "int8 and as float, medians of alternating rounds, summed by kind (alone, a float conv misses "
+            "the whole model's NCHWc layout and fusions: compare kinds with each other, not with the model's "
+            "p50).",
+            "",
+            "| model | kind | convs | int8 ms | float ms | int8 speed-up |",
+            "|---|---|---|---|---|---|",
+        ]
+        for arch, prof in by_arch.items():
+            for kind, k in prof["by_kind"].items():
+                md.append(
+                    f"| {arch} | {kind} | {k['convs']} | {k['int8_ms']:.3f} | {k['float_ms']:.3f} | "
+                    f"{k['float_ms'] / k['int8_ms']:.2f}x |"
                 )
     md += ["", "## Commands", "", "```", *res["commands"], "```", ""]
     return "\n".join(md)
@@ -267,6 +368,10 @@ def main() -> None:
             files = {a: model_files(run, ARCHS[a], size, Path(tmp)) for a, run in runs.items()}
             res["gmacs"][str(size)] = macs(files)
             res["timing"][str(size)] = {}
+            if size:  # where the INT8 time goes, per kind of conv (the run's own size: the stage's profile)
+                res.setdefault("layer_profile", {})[str(size)] = {
+                    a: layer_profile(f["int8"]["onnx"], size) for a, f in files.items()
+                }
             for rt in ("onnxruntime", "openvino"):
                 log.info("timing %s at size %s", rt, size or "of the run")
                 rows = time_runtime(rt, files, args.threads, args.rounds, args.iters, args.warmup)
