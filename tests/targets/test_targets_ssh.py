@@ -178,7 +178,7 @@ def test_device_rows_on_a_real_sshd(zoo, ssh_config, tmp_path):  # noqa: F811
     out = tmp_path / "r.json"
     spec = f"ssh://{ALIAS}?python={ssh_config.python}"
     res = _bench(zoo["int8"], zoo["fp32"], "-r", "onnxruntime", "--data", zoo["photos"], "--on", spec,
-                 "--paired-rounds", "3", "--json", out, *FAST)  # fmt: skip
+                 "--json", out, *FAST, "--paired-rounds", "3")  # fmt: skip
     assert res.exit_code == 0, res.output
     doc = json.loads(out.read_text())
     from edgepipe.bench.schema import validate_document
