@@ -14,6 +14,7 @@ from typing import Any
 
 from edgepipe.artifacts import atomic_write_json, atomic_write_text
 from edgepipe.bench.rows import baseline_name
+from edgepipe.cpu import native_bf16
 
 SCHEMA = "edgepipe.bench/2"
 PLOTS = {"accuracy_vs_latency": "accuracy vs latency", "latency": "latency distribution",
@@ -449,6 +450,6 @@ def _run_notes(rows: list[dict], stages: dict[str, Any], env: dict[str, Any]) ->
         m = stages.get(name, {}).get("metrics", {})
         if "test_top1" in m:
             notes.append(f"{name}: torch test top-1 {m['test_top1']:.2f}% (val {m['val_top1']:.2f}%)")
-    if not any(f in env.get("isa_flags", []) for f in ("avx512_bf16", "amx_bf16")):
+    if not native_bf16(set(env.get("isa_flags", []))):
         notes.append("no native bf16 on this CPU: OpenVINO runs FP32 in f32 here, no bf16 row")
     return notes

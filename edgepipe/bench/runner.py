@@ -37,6 +37,7 @@ from edgepipe.bench.loading import (
 )
 from edgepipe.bench.measure import Entry, Settings, measure
 from edgepipe.bench.report import drop_samples, markdown, write_plots
+from edgepipe.cpu import native_bf16
 from edgepipe.errors import BenchInputError
 from edgepipe.gates import parse_gate
 from edgepipe.runtimes.registry import model_kind, runtime_spec
@@ -496,7 +497,7 @@ def _precision_notes(rows: list[dict], opts: BenchOptions, env: dict) -> list[st
             notes.append(
                 f"{model}: OpenVINO asked for {opts.precision}, the compiled model reports {eff['precision']}"
             )
-    if ov and opts.precision == "bf16" and not {"avx512_bf16", "amx_bf16"} & set(env.get("isa_flags", [])):
+    if ov and opts.precision == "bf16" and not native_bf16(set(env.get("isa_flags", []))):
         notes.append(
             "bf16 asked on a CPU without native bf16 (avx512_bf16/amx_bf16): these timings do not show "
             "bf16 hardware"
