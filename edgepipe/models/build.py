@@ -60,7 +60,7 @@ def imagenet_state_dict(spec: ModelSpec) -> dict:
         ) from None
 
 
-def _load_pretrained(model: Any, spec: ModelSpec, cfg: ModelConfig, num_classes: int) -> str:
+def _load_pretrained(model: Any, spec: ModelSpec, cfg: ModelConfig) -> str:
     import torch
 
     if cfg.pretrained == "none":
@@ -123,7 +123,6 @@ def _load_pretrained(model: Any, spec: ModelSpec, cfg: ModelConfig, num_classes:
             ", ".join(f.rstrip(".") for f in fresh[:3]) or "-",
             len(unused),
         )
-    del num_classes
     return source
 
 
@@ -142,7 +141,7 @@ def build_model(cfg: ModelConfig, num_classes: int, quantizable: bool = False) -
     if builder is None:
         raise ModelError(f"{cfg.arch} has no quantizable twin; fix: use one of the qat-capable models")
     model = builder(1000, **kwargs)
-    source = _load_pretrained(model, spec, cfg, num_classes)
+    source = _load_pretrained(model, spec, cfg)
     _replace_head(model, spec, num_classes, cfg)
     if cfg.bn_momentum is not None:
         import torch.nn as nn
