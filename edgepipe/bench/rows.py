@@ -140,6 +140,17 @@ def add_relative(rows: list[dict[str, Any]], policy: BaselinePolicy) -> None:
         r["acc_drop"] = b["top1"] - r["top1"] if both else None  # type: ignore[index]
 
 
+def add_paired(rows: list[dict[str, Any]], policy: BaselinePolicy) -> None:
+    """Only ``speedup_paired``, against ``policy``'s row: for rows that carry just that relative number (a
+    device's rows in a document's ``targets``); rows without a latency are left alone."""
+    timed = [r for r in rows if r.get("latency")]
+    for r in timed:
+        b = policy.pick(r, timed)
+        r["speedup_paired"] = paired_ratio(
+            None if b is None else b["latency"].get("round_medians_ms"), r["latency"].get("round_medians_ms")
+        )
+
+
 def baseline_name(row: dict[str, Any]) -> str | None:
     """The baseline as a table shows it: the model alone when it ran on the row's own runtime and batch."""
     b = row.get("baseline")

@@ -37,13 +37,14 @@ from edgepipe.bench.loading import (
 )
 from edgepipe.bench.measure import Entry, Settings, measure
 from edgepipe.bench.report import drop_samples, markdown, write_plots
+from edgepipe.bench.rows import add_paired, baseline_policy
 from edgepipe.cpu import native_bf16
 from edgepipe.errors import BenchInputError
 from edgepipe.gates import parse_gate
 from edgepipe.runtimes.registry import model_kind, runtime_spec
+from edgepipe.targets.device import RUNTIME as TARGET_RUNTIME
 
 log = logging.getLogger(__name__)
-TARGET_RUNTIME = "onnxruntime"  # the runtime --target and --on run .onnx files on (edgepipe.targets)
 
 PRECISIONS = ("auto", "f32", "bf16")
 HINTS = ("LATENCY", "THROUGHPUT")
@@ -406,9 +407,13 @@ def _bench_devices(plans: list[_Plan], opts: BenchOptions, images: acc.Images, d
                           rounds=opts.paired_rounds, threads=opts.threads,
                           timeout_s=opts.device_timeout)  # fmt: skip
     out = []
+    floats = [p.model.name for p in plans if not p.model.quantized]
     for spec in dict.fromkeys(opts.devices or []):
-        for m, r in zip(models, bench_on_device(spec, models, timing), strict=True):
-            out.append({"model": m.name, **r.to_dict()})
+        rows = [{"model": m.name, **r.to_dict()} for m, r in
+                zip(models, bench_on_device(spec, models, timing), strict=True)]  # fmt: skip
+        policy = baseline_policy(floats, _benched_reference(opts, [p.model for p in plans], []))
+        add_paired(rows, replace(policy, match=("target",)))  # one device's rows: batch 1, ONNX Runtime
+        out += rows
     vs = (f"the --reference {reference['model']} on {reference['runtime']} (this machine)"
           if reference is not None else "the same model on ONNX Runtime on this machine (host)")  # fmt: skip
     note = (f"devices: each .onnx ran on {which} of {data.name} on each --on device (ONNX Runtime, "

@@ -26,6 +26,7 @@ from edgepipe.quant.export import read_metadata
 from edgepipe.recipe import Recipe
 from edgepipe.runtimes.registry import float_modes, kind_of_suffix, runtime_spec
 from edgepipe.stages.base import StageContext, StageSpec
+from edgepipe.targets.device import RUNTIME as DEVICE_RUNTIME
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def run(ctx: StageContext) -> StageResult:
     preds = {f"{e.model}|{row['runtime_label']}": logits[e.model, e.runtime, e.precision].argmax(1).tolist()
              for e, row in zip(entries, rows, strict=True)}  # fmt: skip
     ort_logits = {e.model: logits[e.model, e.runtime, e.precision] for e in entries
-                  if runtime_spec(e.runtime).artifact == "onnx"}  # the device rows' reference  # fmt: skip
+                  if e.runtime == DEVICE_RUNTIME}  # the device rows' reference  # fmt: skip
     devices = _bench_devices(ctx, x, y, ort_logits) if cfg.devices else []
     gates = check_gates(cfg.fail_if, rows)
     out = {
