@@ -140,9 +140,9 @@ def measure(entries: list[Entry], settings: Settings, reference: str | None = No
                 scores=scores,
                 environment_id=env["id"],
             )
-            key = f"{i}/{b}"
-            live[key], inputs[key] = rt, samples[b]
             rows.append(row)
+            if settings.rounds:  # kept loaded for the rounds; else freed before the next entry loads
+                live[f"{i}/{b}"], inputs[f"{i}/{b}"] = rt, samples[b]
             top1 = scores.get("top1")
             log.info(
                 "bench %s on %s, batch %d: p50 %.3f ms%s",
