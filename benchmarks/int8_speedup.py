@@ -137,9 +137,9 @@ def test_arrays(run: Path, pre, recipe, n: int) -> tuple[np.ndarray, np.ndarray]
 
 
 def alternate_timing(runtimes: dict, sample: np.ndarray, rounds: int, iters: int, warmup: int) -> dict:
-    """Round-robin (bench.harness.alternating_rounds): each round times ``iters`` calls of every model, in a
-    shuffled order; p50 over all calls, the per-round medians (for paired ratios) and their lowest and
-    highest (how much the machine moved during the run)."""
+    """Round-robin (bench.harness.alternating_rounds): each round warms every model up (``warmup`` calls) and
+    times ``iters`` calls of it, in a shuffled order; p50 over all calls, the per-round medians (for paired
+    ratios) and their lowest and highest (how much the machine moved during the run)."""
     out = {}
     for k, per_round in alternating_rounds(runtimes, sample, rounds, iters, warmup).items():
         flat = [t for one in per_round for t in one]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import random
 import sys
 import tempfile
 from pathlib import Path
@@ -111,12 +110,8 @@ def time_runtime(
     graph = onnx.load(str(some), load_external_data=False).graph
     dims = [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
     sample = np.random.default_rng(0).standard_normal([1, *dims[1:]], dtype=np.float32)
-    calls: dict[str, list[list[float]]] = {k: [] for k in rts}
-    for r in range(rounds):  # one round at a time: each model warms up again at its turn, in a shuffled order
-        order = list(rts)
-        random.Random(r).shuffle(order)
-        for k, per_round in alternating_rounds({k: rts[k] for k in order}, sample, 1, iters, warmup).items():
-            calls[k] += per_round
+    # each model warms up again at its turn in every round (order shuffled), then a pause parks its threads
+    calls = alternating_rounds(rts, sample, rounds, iters, warmup, settle_s=0.01)
     rows = []
     for name, (arch, key, mode, path) in entries.items():
         flat = [t for one in calls[name] for t in one]

@@ -268,7 +268,12 @@ def bench(
         float, typer.Option("--device-timeout", metavar="S", help="--on: one device run may take S seconds.")
     ] = 900.0,
     paired_rounds: Annotated[
-        int, typer.Option("--paired-rounds", help="--on: alternating rounds between the models (0: off).")
+        int,
+        typer.Option(
+            "--paired-rounds",
+            help="Alternating rounds between the rows (and the models on each --on device): paired "
+            "speed-ups with their spread (0: off).",
+        ),
     ] = 15,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -471,9 +476,14 @@ def ensemble(
         str, typer.Option(help="mean (of softmax outputs) or linear (over logits, chosen on val).")
     ] = "linear",
     threads: Annotated[int, typer.Option(min=1, help="Intra-op threads for every runtime.")] = 2,
-    warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up runs per model.")] = 10,
-    min_iters: Annotated[int, typer.Option("--min-iters", min=1, help="At least this many timed runs.")] = 50,
-    min_seconds: Annotated[float, typer.Option("--min-seconds", min=0, help="And this much time.")] = 1.0,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed warm-up runs per model.")] = 20,
+    min_iters: Annotated[
+        int, typer.Option("--min-iters", min=1, help="At least this many timed runs.")
+    ] = 100,
+    min_seconds: Annotated[float, typer.Option("--min-seconds", min=0, help="And this much time.")] = 2.0,
+    paired_rounds: Annotated[
+        int, typer.Option("--paired-rounds", min=0, help="Alternating rounds for paired speed-ups (0: off).")
+    ] = 15,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Combine finished runs into one ONNX graph (FP32 and INT8) and bench it beside its members."""
@@ -481,7 +491,9 @@ def ensemble(
     with _one_line_errors():
         from edgepipe.experiments.ensemble import BenchSettings, build_ensemble
 
-        build_ensemble(runs, combine, out, BenchSettings(threads, warmup, min_iters, min_seconds))
+        timing = BenchSettings(threads=threads, warmup=warmup, min_iters=min_iters, min_seconds=min_seconds,
+                               rounds=paired_rounds)  # fmt: skip
+        build_ensemble(runs, combine, out, timing)
     typer.echo((out / "report.md").read_text())
     typer.echo(f"ensemble: {out / 'fp32.onnx'}, {out / 'int8.onnx'}; report: {out / 'report.json'}")
 

@@ -478,7 +478,8 @@ class BenchConfig(_Strict):
         ge=0,
         le=500,
         description="after each row's own timing, every row timed again in this many alternating rounds; "
-        "speed-ups are also given paired per round (speedup_paired): machine drift cancels; 0: off",
+        "speed-ups are also given paired per round (speedup_paired, with its interquartile range): machine "
+        "drift cancels; 0: off",
     )
     runtimes: tuple[Literal["onnxruntime", "openvino"], ...] = ("onnxruntime", "openvino")
     devices: tuple[str, ...] = Field(

@@ -1,6 +1,6 @@
 """Measure one model on one runtime: peak memory while loading and timing it, latency per batch size.
 
-Both `edgepipe bench` and the run's bench stage time through here, so their latency and memory mean the same.
+The measurement core (edgepipe.bench.measure) times every entry through here, then in alternating rounds.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def model_size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in files if f.exists()) / 1e6
 
 
-def measure(
+def single_pass(
     build: Callable[[], Any],
     input_size: list[int],
     batch_sizes: list[int],
@@ -55,29 +55,44 @@ def measure(
 
 
 def alternating_rounds(
-    runtimes: dict[str, Any], sample: np.ndarray, rounds: int, iters: int, warmup: int = 0
+    runtimes: dict[str, Any],
+    sample: np.ndarray | dict[str, np.ndarray],
+    rounds: int,
+    iters: int,
+    warmup: int = 0,
+    *,
+    min_seconds: float = 0.0,
+    settle_s: float = 0.0,
 ) -> dict[str, list[list[float]]]:
-    """Per runtime, every call's time (ms) in each round, after ``warmup`` untimed calls each; each round
-    calls every runtime ``iters`` times in turn (order shuffled per round, seeded). Drift of a shared machine
-    between rounds then hits all of them alike, and a ratio taken within each round cancels it
-    (paired_ratio)."""
+    """Per runtime, every timed call (ms) in each round. Each round visits every runtime once (order shuffled
+    per round, seeded): ``warmup`` untimed calls (its caches and thread pool warm again after the others
+    ran), then at least ``iters`` timed calls and ``min_seconds`` of them; then ``settle_s`` of sleep, so
+    its spinning worker threads are parked before the next one is timed. Drift of a shared machine between
+    rounds then hits all of them alike, and a ratio taken within each round cancels it (paired_ratio).
+    ``sample``: one input for all, or one per runtime key."""
     import random
     import time
 
-    for rt in runtimes.values():
-        for _ in range(warmup):
-            rt.predict(sample)
     order = list(runtimes)
     out: dict[str, list[list[float]]] = {k: [] for k in order}
     for r in range(rounds):
         random.Random(r).shuffle(order)
         for key in order:
-            run, times = runtimes[key].predict, []
-            for _ in range(iters):
+            run = runtimes[key].predict
+            x = sample[key] if isinstance(sample, dict) else sample
+            for _ in range(warmup):
+                run(x)
+            times: list[float] = []
+            spent = 0.0
+            while len(times) < iters or spent < min_seconds:
                 start = time.perf_counter()
-                run(sample)
-                times.append((time.perf_counter() - start) * 1e3)
+                run(x)
+                elapsed = time.perf_counter() - start
+                times.append(elapsed * 1e3)
+                spent += elapsed
             out[key].append(times)
+            if settle_s:
+                time.sleep(settle_s)
     return out
 
 
@@ -85,9 +100,21 @@ def round_medians(calls: list[list[float]]) -> list[float]:
     return [float(np.median(one)) for one in calls]
 
 
-def paired_ratio(base: list[float] | None, row: list[float] | None) -> float | None:
-    """How many times faster ``row`` ran than ``base``, taken within each round (their round medians, timed
-    back to back) and the median over rounds; None without rounds to pair."""
+def round_ratios(base: list[float] | None, row: list[float] | None) -> list[float]:
+    """How many times faster ``row`` ran than ``base`` in each round (their round medians, timed back to
+    back); empty without rounds to pair."""
     if not base or not row or len(base) != len(row):
-        return None
-    return float(np.median([b / r for b, r in zip(base, row, strict=True) if r > 0]))
+        return []
+    return [b / r for b, r in zip(base, row, strict=True) if r > 0]
+
+
+def paired_ratio(base: list[float] | None, row: list[float] | None) -> float | None:
+    """The median over rounds of the per-round ratios; None without rounds to pair."""
+    ratios = round_ratios(base, row)
+    return float(np.median(ratios)) if ratios else None
+
+
+def paired_spread(base: list[float] | None, row: list[float] | None) -> list[float] | None:
+    """The interquartile range [q25, q75] of the per-round ratios: how far to trust the paired median."""
+    ratios = round_ratios(base, row)
+    return [float(q) for q in np.percentile(ratios, [25, 75])] if ratios else None

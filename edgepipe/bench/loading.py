@@ -14,30 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from edgepipe.errors import BenchInputError, ModelError, RuntimeUnavailable
+from edgepipe.runtimes.registry import kind_of_suffix, model_kind, runtime_spec
 
 log = logging.getLogger(__name__)
 
-KINDS = {
-    ".onnx": "onnx",
-    ".xml": "openvino-ir",
-    ".pt": "checkpoint",
-    ".pth": "checkpoint",
-    ".pt2": "torch-export",
-}
-RUNNABLE_ON = {
-    "onnx": ("onnxruntime", "openvino"),
-    "openvino-ir": ("openvino",),
-    "checkpoint": ("torch", "onnxruntime", "openvino"),  # ORT/OpenVINO run a temporary ONNX export of it
-    "torch-export": ("torch",),
-}
-NATURAL_RUNTIME = {
-    "onnx": "onnxruntime",
-    "openvino-ir": "openvino",
-    "checkpoint": "torch",
-    "torch-export": "torch",
-}
 CHECKPOINT_KEYS = ("arch", "model_cfg", "num_classes", "classes", "preprocessing", "state_dict")
-_BACKENDS = {"onnxruntime": "onnxruntime", "openvino": "openvino", "torch": "torch"}
 
 Shape = tuple[int | None, ...]
 
@@ -86,18 +67,22 @@ def load_model(path: Path, name: str, tmp_dir: Path, opset: int = 17) -> BenchMo
         raise BenchInputError(
             f"model file not found: {path}; fix: give the path of a .onnx, .xml or model.pt"
         )
-    kind = KINDS.get(path.suffix.lower())
-    if kind is None:
+    found = kind_of_suffix(path.suffix)
+    if found is None:
         raise BenchInputError(
             f"{path} is not a model file edgepipe bench reads (suffix '{path.suffix}'); fix: give an ONNX "
             ".onnx, an OpenVINO .xml, an edgepipe model.pt checkpoint or a torch.export .pt2"
         )
-    loader = {"onnx": _onnx, "openvino-ir": _ir, "checkpoint": _checkpoint, "torch-export": _exported}[kind]
+    loader = {"onnx": _onnx, "openvino-ir": _ir, "checkpoint": _checkpoint, "torch-export": _exported}[
+        found.name
+    ]
     return loader(path, name, tmp_dir, opset)
 
 
 def _onnx(path: Path, name: str, tmp_dir: Path, opset: int) -> BenchModel:
     import onnx
+
+    from edgepipe.runtimes.onnxruntime import op_kind
 
     try:
         proto = onnx.load(str(path), load_external_data=False)
@@ -119,12 +104,20 @@ def _onnx(path: Path, name: str, tmp_dir: Path, opset: int) -> BenchModel:
     dims = tuple(d.dim_value or None for d in inputs[0].type.tensor_type.shape.dim)
     meta = _decode({p.key: p.value for p in proto.metadata_props})
     return BenchModel(
-        name, path, "onnx", dims, meta, "ONNX metadata_props" if meta else None, path, "ONNX graph"
+        name,
+        path,
+        "onnx",
+        dims,
+        meta,
+        "ONNX metadata_props" if meta else None,
+        path,
+        "ONNX graph",
+        quantized=any(op_kind(n.op_type) in ("int8", "convert") for n in proto.graph.node),
     )
 
 
 def _ir(path: Path, name: str, tmp_dir: Path, opset: int) -> BenchModel:
-    from edgepipe.runtimes.openvino import _ov, read_model
+    from edgepipe.runtimes.openvino import _ov, is_quantized, read_model
 
     model = read_model(_ov().Core(), path)
     if len(model.inputs) != 1:
@@ -149,7 +142,8 @@ def _ir(path: Path, name: str, tmp_dir: Path, opset: int) -> BenchModel:
         else "unknown: no .onnx beside the IR to count MACs on"
     )
     sibling_onnx = sibling if found else None
-    return BenchModel(name, path, "openvino-ir", dims, meta, meta_source, sibling_onnx, compute_note)
+    return BenchModel(name, path, "openvino-ir", dims, meta, meta_source, sibling_onnx, compute_note,
+                      quantized=is_quantized(model))  # fmt: skip
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, Any], Any, bool]:
@@ -278,7 +272,7 @@ def _decode(raw: dict[str, str]) -> dict[str, Any]:
 
 def select_runtimes(model: BenchModel, per_model: list[str] | None, requested: list[str] | None) -> list[str]:
     """``MODEL@rt`` wins, else ``--runtime`` (skipping kinds a model cannot run on), else the natural one."""
-    can = RUNNABLE_ON[model.kind]
+    can = model_kind(model.kind).runtimes
     if per_model is not None:
         bad = [r for r in per_model if r not in can]
         if bad:
@@ -287,7 +281,7 @@ def select_runtimes(model: BenchModel, per_model: list[str] | None, requested: l
             )
         return per_model
     if requested is None:
-        return [NATURAL_RUNTIME[model.kind]]
+        return [model_kind(model.kind).natural]
     chosen = [r for r in requested if r in can]
     if not chosen:
         raise BenchInputError(
@@ -302,21 +296,25 @@ def check_runtimes_installed(names: set[str]) -> None:
     import importlib.util
 
     for name in sorted(names):
-        if importlib.util.find_spec(_BACKENDS[name]) is None:
-            raise RuntimeUnavailable(f"runtime '{name}' is not installed; fix: pip install {_BACKENDS[name]}")
+        package = runtime_spec(name).package
+        if importlib.util.find_spec(package) is None:
+            raise RuntimeUnavailable(f"runtime '{name}' is not installed; fix: pip install {package}")
 
 
 def build_runtime(model: BenchModel, runtime: str, threads: int, precision: str, hint: str):
+    """The runtime loaded with the options it takes: a torch module for runtimes that load torch files,
+    else the model file (a checkpoint's temporary ONNX export)."""
     from edgepipe.runtimes import get_runtime
 
-    if runtime == "torch":
-        return get_runtime("torch", model.module, threads=threads, input_shape=model.input_shape)
+    spec = runtime_spec(runtime)
+    given = {"threads": threads, "precision": precision, "hint": hint, "input_shape": model.input_shape}
+    options = {k: v for k, v in given.items() if k in spec.options}
+    if model.module is not None and model.path.suffix.lower() in spec.suffixes:
+        return get_runtime(runtime, model.module, **options)
     path = model.onnx_path if model.kind == "checkpoint" else model.path
     if path is None:
         raise BenchInputError(f"{model.name}: no ONNX export to run on {runtime}; fix: bench it on torch")
-    if runtime == "openvino":
-        return get_runtime("openvino", path, threads=threads, precision=precision, hint=hint)
-    return get_runtime(runtime, path, threads=threads)
+    return get_runtime(runtime, path, **options)
 
 
 def compute(model: BenchModel) -> dict[str, Any]:

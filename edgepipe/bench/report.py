@@ -15,6 +15,7 @@ from typing import Any
 from edgepipe.artifacts import atomic_write_json, atomic_write_text
 from edgepipe.bench import verdict
 from edgepipe.bench.rows import baseline_name
+from edgepipe.cpu import native_bf16
 
 SCHEMA = "edgepipe.bench/2"
 PLOTS = {"accuracy_vs_latency": "accuracy vs latency", "latency": "latency distribution",
@@ -209,7 +210,11 @@ def _columns(doc: dict[str, Any]) -> list[tuple[str, Any]]:
     if any(r.get("memory") for r in rows):
         cols.append(("peak MB", lambda r: _fmt((r.get("memory") or {}).get("peak_delta_mb"), 1)))
     def paired(r: dict) -> str:
-        return "" if r.get("speedup_paired") is None else f" (paired {r['speedup_paired']:.2f}x)"
+        if r.get("speedup_paired") is None:
+            return ""
+        iqr = r.get("speedup_paired_iqr")
+        spread = f", IQR {iqr[0]:.2f}–{iqr[1]:.2f}" if iqr and not r.get("is_baseline") else ""
+        return f" (paired {r['speedup_paired']:.2f}x{spread})"
 
     if one_base:
         cols.append((f"speed-up vs {names.pop()}", lambda r: _fmt(r.get("speedup"), 2, "x") + paired(r)))
@@ -264,16 +269,21 @@ def markdown(doc: dict[str, Any]) -> str:
     rounds = next((len(r["latency"]["round_medians_ms"]) for r in rows
                    if r["latency"].get("round_medians_ms")), 0)
     paired = (
-        f" Paired: every row timed again in {rounds} alternating rounds, the speed-up taken within each "
-        "round and its median over rounds (drift of the machine between rounds cancels; trust it over "
-        "the single-pass p50 ratio on a shared machine)."
+        f" Paired: every row timed again in {rounds} alternating rounds (each warmed up within its round), "
+        "the speed-up taken within each round and its median over rounds, with the interquartile range of "
+        "the per-round ratios (drift of the machine between rounds cancels; trust it over the single-pass "
+        "p50 ratio on a shared machine)."
         if rounds
         else ""
     )
+    who = f"**{base['model']}**" + (f" ({', '.join(base['models'])})" if base.get("models") else "")
+    basis = (
+        f"{'the fastest ' if base.get('pick') == 'fastest' else ''}{who} row on the same {match}"
+        if base.get("models") != []
+        else "none (no float model was benched, so no speed-up or top-1 drop)"
+    )
     text.append(
-        f"Baseline for speed-up (p50 ratio) and top-1 drop (points): "
-        f"{'the fastest ' if base.get('pick') == 'fastest' else ''}**{base['model']}** row on the same "
-        f"{match}. "
+        f"Baseline for speed-up (p50 ratio) and top-1 drop (points): {basis}. "
         f"Latency: {threads}, {settings['warmup']} warm-up runs, then at least {settings['min_iters']} runs "
         f"and {settings['min_seconds']:g} s per row; cold = first inference.{openvino}{peak}{paired}"
     )
@@ -451,6 +461,6 @@ def _run_notes(rows: list[dict], stages: dict[str, Any], env: dict[str, Any]) ->
         m = stages.get(name, {}).get("metrics", {})
         if "test_top1" in m:
             notes.append(f"{name}: torch test top-1 {m['test_top1']:.2f}% (val {m['val_top1']:.2f}%)")
-    if not any(f in env.get("isa_flags", []) for f in ("avx512_bf16", "amx_bf16")):
+    if not native_bf16(set(env.get("isa_flags", []))):
         notes.append("no native bf16 on this CPU: OpenVINO runs FP32 in f32 here, no bf16 row")
     return notes

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from edgepipe.bench.harness import paired_ratio
+from edgepipe.bench.harness import paired_ratio, paired_spread
 
 SCORE_KEYS = ("top1", "top5", "macro_f1", "images", "distinct_predictions", "agreement")
 BASELINE_KEYS = ("model", "runtime", "precision", "runtime_label", "batch_size")
@@ -100,18 +100,26 @@ class SameSetting:
 
 @dataclass(frozen=True)
 class FastestFloat:
-    """The fastest ``model`` row (the float model, in each of its precisions: f32, bf16...) on the same
-    runtime and batch size: an INT8 speed-up over anything slower than the runtime's best float flatters."""
+    """The fastest row of the float ``models`` (each in its precisions: f32, bf16...) on the same runtime and
+    batch size: an INT8 speed-up over anything slower than the runtime's best float flatters."""
 
-    model: str
+    models: tuple[str, ...]
     match: tuple[str, ...] = ("runtime", "batch_size")
 
     def pick(self, row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-        same = [b for b in rows if b["model"] == self.model and all(b[k] == row[k] for k in self.match)]
+        same = [b for b in rows if b["model"] in self.models and all(b[k] == row[k] for k in self.match)]
         return min(same, key=lambda b: b["latency"]["p50_ms"], default=None)
 
-    def describe(self) -> dict[str, Any]:
-        return {"model": self.model, "match": list(self.match), "pick": "fastest"}  # schema: Baseline
+    def describe(self) -> dict[str, Any]:  # schema: Baseline
+        if len(self.models) == 1:
+            return {"model": self.models[0], "match": list(self.match), "pick": "fastest"}
+        return {"model": "float", "models": list(self.models), "match": list(self.match), "pick": "fastest"}
+
+
+def baseline_policy(float_models: list[str], reference: str | None = None) -> FastestFloat:
+    """The one baseline rule of every bench: the fastest float entry on the same runtime and batch size, or,
+    when a reference model is named, the fastest of that model's rows there."""
+    return FastestFloat((reference,) if reference is not None else tuple(dict.fromkeys(float_models)))
 
 
 def add_relative(rows: list[dict[str, Any]], policy: BaselinePolicy) -> None:
@@ -125,11 +133,22 @@ def add_relative(rows: list[dict[str, Any]], policy: BaselinePolicy) -> None:
             if b is not None and r["latency"]["p50_ms"]
             else None
         )
-        r["speedup_paired"] = paired_ratio(
-            (b or {}).get("latency", {}).get("round_medians_ms"), r["latency"].get("round_medians_ms")
-        )
+        base_rounds = (b or {}).get("latency", {}).get("round_medians_ms")
+        r["speedup_paired"] = paired_ratio(base_rounds, r["latency"].get("round_medians_ms"))
+        r["speedup_paired_iqr"] = paired_spread(base_rounds, r["latency"].get("round_medians_ms"))
         both = b is not None and b.get("top1") is not None and r.get("top1") is not None
         r["acc_drop"] = b["top1"] - r["top1"] if both else None  # type: ignore[index]
+
+
+def add_paired(rows: list[dict[str, Any]], policy: BaselinePolicy) -> None:
+    """Only ``speedup_paired``, against ``policy``'s row: for rows that carry just that relative number (a
+    device's rows in a document's ``targets``); rows without a latency are left alone."""
+    timed = [r for r in rows if r.get("latency")]
+    for r in timed:
+        b = policy.pick(r, timed)
+        r["speedup_paired"] = paired_ratio(
+            None if b is None else b["latency"].get("round_medians_ms"), r["latency"].get("round_medians_ms")
+        )
 
 
 def baseline_name(row: dict[str, Any]) -> str | None:

@@ -20,12 +20,11 @@ from typing import Any
 
 import numpy as np
 
-from edgepipe.artifacts import atomic_write_json, hash_json, sha256_file
+from edgepipe.artifacts import atomic_write_json, sha256_file
 from edgepipe.bench import accuracy as acc
 from edgepipe.bench import gates as gate_mod
-from edgepipe.bench.harness import measure, model_size_mb
+from edgepipe.bench.harness import model_size_mb
 from edgepipe.bench.loading import (
-    RUNNABLE_ON,
     BenchModel,
     build_runtime,
     check_runtimes_installed,
@@ -36,11 +35,14 @@ from edgepipe.bench.loading import (
     thop_check,
     unique_names,
 )
-from edgepipe.bench.report import document, drop_samples, markdown, write_plots
-from edgepipe.bench.rows import SameSetting, add_relative, build_row
-from edgepipe.bench.timing import environment
+from edgepipe.bench.measure import Entry, Settings, measure
+from edgepipe.bench.report import drop_samples, markdown, write_plots
+from edgepipe.bench.rows import add_paired, baseline_policy
+from edgepipe.cpu import native_bf16
 from edgepipe.errors import BenchInputError
 from edgepipe.gates import parse_gate
+from edgepipe.runtimes.registry import model_kind, runtime_spec
+from edgepipe.targets.device import RUNTIME as TARGET_RUNTIME
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,7 @@ class BenchOptions:
     devices: list[str] | None = None  # --on: ssh:// devices each .onnx is benched on (targets.device)
     device_images: int = 500  # at most this many of the --data images are copied to each device
     device_timeout: float = 900.0  # seconds one device's whole run may take
-    paired_rounds: int = 15  # --on: alternating rounds between the models on each device (0: off)
+    paired_rounds: int = 15  # alternating rounds between the rows and between the models on a device; 0: off
     max_top1_drop: float = 0.5  # the verdict: fastest model within this many top-1 points of the best float
 
 
@@ -99,8 +101,6 @@ class _Plan:
 
 
 def _check_options(models: list, opts: BenchOptions) -> None:
-    from edgepipe.runtimes import RUNTIME_NAMES
-
     problems = [
         (not models, "no model given", "name one or more .onnx/.xml/model.pt files"),
         (opts.threads < 1, f"--threads {opts.threads} must be >= 1", "pass --threads 1 or more"),
@@ -146,8 +146,7 @@ def _check_options(models: list, opts: BenchOptions) -> None:
         if bad:
             raise BenchInputError(f"{what}; fix: {fix}")
     for name in opts.runtimes or []:
-        if name not in RUNTIME_NAMES:
-            raise BenchInputError(f"unknown runtime '{name}'; fix: use one of {', '.join(RUNTIME_NAMES)}")
+        runtime_spec(name)  # an unknown name fails here, naming the known ones
 
 
 def _plan(model: BenchModel, opts: BenchOptions, data: acc.EvalData | None) -> _Plan:
@@ -198,8 +197,6 @@ def bench_models(models: list[str | Path], opts: BenchOptions) -> BenchResult:
         for spec in opts.devices:
             parse_device(spec)  # a malformed --on fails here, before any model is loaded
     opts = replace(opts, batch_sizes=list(dict.fromkeys(opts.batch_sizes)))  # the caller's object is kept
-    env = environment()
-    env["id"] = hash_json(env)[:12]
     with tempfile.TemporaryDirectory(prefix="edgepipe-bench-") as tmp:
         args = [parse_model_arg(str(m)) for m in models]
         names = unique_names([p for p, _ in args])
@@ -222,16 +219,16 @@ def bench_models(models: list[str | Path], opts: BenchOptions) -> BenchResult:
         reference, ref_preds = (None, None)
         if ref is not None:
             reference, ref_preds = _run_reference(_plan(ref, opts, data), opts, images, data)
-        rows, model_docs, notes, host_logits = [], [], [], {}
         keep = placements is not None or bool(opts.devices)  # their agreement is with the host's logits
+        host_logits: dict[str, np.ndarray] = {}
+        entries, model_docs, notes = [], [], []
         for plan in plans:
-            doc, model_rows, logits = _bench_model(plan, opts, data, images, ref_preds, env["id"],
-                                                   keep_ort_logits=keep)  # fmt: skip
+            doc, model_entries = _entries(plan, opts, data, images, ref_preds, host_logits if keep else None)
             model_docs.append(doc)
-            rows += model_rows
+            entries += model_entries
             notes += _notes(plan, doc, opts)
-            if logits is not None:
-                host_logits[plan.model.name] = logits
+        measured = measure(entries, _timing(opts), reference=_benched_reference(opts, loaded, notes))
+        rows = measured.rows
         targets = None
         if placements is not None:
             targets, note = _check_targets(plans, placements, opts, images, data, host_logits, ref_preds,
@@ -241,18 +238,13 @@ def bench_models(models: list[str | Path], opts: BenchOptions) -> BenchResult:
             device_rows, note = _bench_devices(plans, opts, images, data, host_logits, ref_preds, reference)
             targets = (targets or []) + device_rows
             notes.append(note)
-    baseline = SameSetting(loaded[0].name)
-    add_relative(rows, baseline)
-    notes += _precision_notes(rows, opts, env)
+    notes += _precision_notes(rows, opts, measured.environment)
     plots = {} if opts.plots_dir is None else write_plots(rows, Path(opts.plots_dir))
     drop_samples(rows)
-    doc = document(
-        environment=env,
+    doc = measured.document(
         settings=_settings(opts, args),
-        baseline=baseline.describe(),
         data=data.describe() if data else None,
         models=model_docs,
-        rows=rows,
         gates=gate_mod.evaluate(gates, rows),
         notes=notes,
         plots={k: str(p) for k, p in plots.items()},
@@ -264,19 +256,37 @@ def bench_models(models: list[str | Path], opts: BenchOptions) -> BenchResult:
     return BenchResult(doc, markdown(doc))
 
 
-def _bench_model(plan: _Plan, opts: BenchOptions, data, images, ref_preds, env_id: str,
-                 keep_ort_logits: bool = False):  # fmt: skip
-    """The model's document entry, its rows, and (``keep_ort_logits``) its ONNX Runtime logits on the data."""
+def _timing(opts: BenchOptions) -> Settings:
+    return Settings(threads=opts.threads, batch_sizes=opts.batch_sizes, warmup=opts.warmup,
+                    min_iters=opts.min_iters, min_seconds=opts.min_seconds, rounds=opts.paired_rounds,
+                    keep_samples=opts.plots_dir is not None)  # fmt: skip
+
+
+def _benched_reference(opts: BenchOptions, loaded: list[BenchModel], notes: list[str]) -> str | None:
+    """The --reference model's name when it is also benched (speed-ups then divide by it), else None (the
+    fastest float model is the baseline; the reference is for agreement only)."""
+    if opts.reference is None:
+        return None
+    ref_path = parse_model_arg(opts.reference)[0].resolve()
+    hit = next((m.name for m in loaded if m.path.resolve() == ref_path), None)
+    if hit is None:
+        notes.append(f"--reference {opts.reference} is not benched: agreement is with it, speed-up and top-1 "
+                     "drop divide by the fastest float model")  # fmt: skip
+    return hit
+
+
+def _entries(plan: _Plan, opts: BenchOptions, data, images, ref_preds,
+             host_logits: dict[str, np.ndarray] | None) -> tuple[dict[str, Any], list[Entry]]:  # fmt: skip
+    """The model's document entry and its measurement entries, one per runtime; ``host_logits`` (if given)
+    collects its logits on the data through the runtime the target checks run (ONNX Runtime)."""
     m = plan.model
-    ort_logits = None
     comp = compute(m)
-    size_mb = round(model_size_mb(m.path), 3)
     doc = {
         "name": m.name,
         "file": str(m.path),
         "kind": m.kind,
         "sha256": sha256_file(m.path),
-        "size_mb": size_mb,
+        "size_mb": round(model_size_mb(m.path), 3),
         "input_shape": list(m.input_shape),
         "input_size": plan.size,
         "preprocessing": plan.pre,
@@ -287,55 +297,31 @@ def _bench_model(plan: _Plan, opts: BenchOptions, data, images, ref_preds, env_i
         "compute": comp,
         "thop_check": thop_check(m, comp.get("macs"), plan.size),
     }
-    rows = []
-    for rt_name in m.runtimes:
-        rt, timings, memory = measure(
-            lambda rt_name=rt_name: build_runtime(m, rt_name, opts.threads, opts.precision, opts.hint),
-            plan.size,
-            opts.batch_sizes,
-            warmup=opts.warmup,
-            min_iters=opts.min_iters,
-            min_seconds=opts.min_seconds,
-            keep_samples=opts.plots_dir is not None,
-        )
-        scores: dict[str, Any] = {}
-        if data is not None:
+
+    def scorer(rt_name: str):
+        def score(rt) -> dict[str, Any]:
+            if data is None:
+                return {}
             scores, preds, logits = _accuracy(rt, plan, images, data)
-            if keep_ort_logits and rt_name == "onnxruntime" and m.kind == "onnx":
-                ort_logits = logits
+            if host_logits is not None and rt_name == TARGET_RUNTIME and m.kind == "onnx":
+                host_logits[m.name] = logits
             if ref_preds is not None:
                 scores["agreement"] = acc.agreement(preds, ref_preds)
-        described = rt.describe()
-        del rt
-        for b, timing in timings.items():
-            rows.append(
-                build_row(
-                    model=m.name,
-                    file=str(m.path),
-                    kind=m.kind,
-                    runtime=rt_name,
-                    precision=opts.precision if rt_name == "openvino" else None,
-                    perf_hint=opts.hint if rt_name == "openvino" else None,
-                    threads=opts.threads,
-                    runtime_options=described,
-                    size_mb=size_mb,
-                    compute=comp,
-                    latency=timing,
-                    memory=memory,
-                    scores=scores,
-                    environment_id=env_id,
-                )
-            )
-            top1 = scores.get("top1")
-            log.info(
-                "bench %s on %s, batch %d: p50 %.3f ms%s",
-                m.name,
-                rt_name,
-                b,
-                timing["p50_ms"],
-                f", top-1 {top1:.2f}" if top1 is not None else "",
-            )
-    return doc, rows, ort_logits
+            return scores
+
+        return score
+
+    entries = []
+    for rt_name in m.runtimes:
+        moded = runtime_spec(rt_name).takes_precision
+        entries.append(Entry(
+            model=m.name, file=m.path, kind=m.kind, runtime=rt_name,
+            build=lambda rt_name=rt_name: build_runtime(m, rt_name, opts.threads, opts.precision, opts.hint),
+            input_size=plan.size, compute=comp, is_float=not m.quantized,
+            precision=opts.precision if moded else None, perf_hint=opts.hint if moded else None,
+            score=scorer(rt_name),
+        ))  # fmt: skip
+    return doc, entries
 
 
 def _target_sample(n: int, limit: int, seed: int = 0) -> tuple[np.ndarray, str]:
@@ -384,7 +370,7 @@ def _scored_inputs(plan: _Plan, opts: BenchOptions, images: acc.Images, data: ac
     x = _take(images, plan.pre, idx)  # type: ignore[arg-type]
     host = host_logits.get(m.name)
     if host is None:  # the model was not benched on onnxruntime: its host run, here
-        rt = build_runtime(m, "onnxruntime", opts.threads, opts.precision, opts.hint)
+        rt = build_runtime(m, TARGET_RUNTIME, opts.threads, opts.precision, opts.hint)
         host = runtime_logits(rt, x)
         del rt
     else:
@@ -422,9 +408,13 @@ def _bench_devices(plans: list[_Plan], opts: BenchOptions, images: acc.Images, d
                           rounds=opts.paired_rounds, threads=opts.threads,
                           timeout_s=opts.device_timeout)  # fmt: skip
     out = []
+    floats = [p.model.name for p in plans if not p.model.quantized]
     for spec in dict.fromkeys(opts.devices or []):
-        for m, r in zip(models, bench_on_device(spec, models, timing), strict=True):
-            out.append({"model": m.name, **r.to_dict()})
+        rows = [{"model": m.name, **r.to_dict()} for m, r in
+                zip(models, bench_on_device(spec, models, timing), strict=True)]  # fmt: skip
+        policy = baseline_policy(floats, _benched_reference(opts, [p.model for p in plans], []))
+        add_paired(rows, replace(policy, match=("target",)))  # one device's rows: batch 1, ONNX Runtime
+        out += rows
     vs = (f"the --reference {reference['model']} on {reference['runtime']} (this machine)"
           if reference is not None else "the same model on ONNX Runtime on this machine (host)")  # fmt: skip
     note = (f"devices: each .onnx ran on {which} of {data.name} on each --on device (ONNX Runtime, "
@@ -454,8 +444,14 @@ def _check_targets(plans: list[_Plan], placements, opts: BenchOptions, images: a
             log.info("%s: checking %d target(s) on %d images (emulated targets are slow)",
                      m.name, sum(p.checked for p in placements), len(idx))  # fmt: skip
             results = check_targets([(m.path, "onnxruntime", placements)], x, ref, labels)
-        p50 = next((r["latency"]["p50_ms"] for r in rows
-                    if r["model"] == m.name and r["runtime"] == "onnxruntime" and r["batch_size"] == 1), None)
+        p50 = next(
+            (
+                r["latency"]["p50_ms"]
+                for r in rows
+                if r["model"] == m.name and r["runtime"] == TARGET_RUNTIME and r["batch_size"] == 1
+            ),
+            None,
+        )
         for r in results:
             host_row = r.target == "host" and r.how == "native"
             out.append({"model": m.name, **r.to_dict(), "latency_ms": p50 if host_row else None})
@@ -481,16 +477,17 @@ def _notes(plan: _Plan, doc: dict, opts: BenchOptions) -> list[str]:
     if plan.classes_source and plan.classes_source.startswith("assumed"):
         notes.append(f"{m.name}: class names {plan.classes_source}")
     if opts.runtimes:
-        skipped = [r for r in opts.runtimes if r not in m.runtimes and r not in RUNNABLE_ON[m.kind]]
+        can_run = model_kind(m.kind).runtimes
+        skipped = [r for r in opts.runtimes if r not in m.runtimes and r not in can_run]
         if skipped:
-            can = ", ".join(RUNNABLE_ON[m.kind])
+            can = ", ".join(can_run)
             notes.append(f"{m.name}: not run on {', '.join(skipped)} ({m.kind} models run on {can})")
     return notes
 
 
 def _precision_notes(rows: list[dict], opts: BenchOptions, env: dict) -> list[str]:
     """Say when OpenVINO's precision is not what was asked, or bf16 runs on a CPU without bf16 units."""
-    ov = [r for r in rows if r["runtime"] == "openvino"]
+    ov = [r for r in rows if runtime_spec(r["runtime"]).takes_precision]
     notes = []
     for model in dict.fromkeys(r["model"] for r in ov):
         options = next(r for r in ov if r["model"] == model)["runtime_options"]["options"]
@@ -506,7 +503,7 @@ def _precision_notes(rows: list[dict], opts: BenchOptions, env: dict) -> list[st
             notes.append(
                 f"{model}: OpenVINO asked for {opts.precision}, the compiled model reports {eff['precision']}"
             )
-    if ov and opts.precision == "bf16" and not {"avx512_bf16", "amx_bf16"} & set(env.get("isa_flags", [])):
+    if ov and opts.precision == "bf16" and not native_bf16(set(env.get("isa_flags", []))):
         notes.append(
             "bf16 asked on a CPU without native bf16 (avx512_bf16/amx_bf16): these timings do not show "
             "bf16 hardware"

@@ -51,12 +51,18 @@ class Settings(_Strict):
     devices: list[str] | None = None
     device_images: int | None = None
     max_top1_drop: float | None = None
+    # the alternating paired rounds (edgepipe.bench.measure)
+    paired_rounds: int | None = None
+    round_warmup: int | None = None
+    round_iters: int | None = None
+    round_min_seconds: float | None = None
 
 
 class Baseline(_Strict):
     model: str
     match: list[str]
     pick: Literal["same", "fastest"] = "same"  # fastest: the quickest of the model's rows that match
+    models: list[str] | None = None  # model "float": the float models whose fastest matching row it is
 
 
 class Data(_Strict):
@@ -165,6 +171,7 @@ class Row(_Strict):
     top1_per_ms: float | None
     speedup: float | None
     speedup_paired: float | None = None
+    speedup_paired_iqr: list[float] | None = None
     acc_drop: float | None
     is_baseline: bool
     baseline: RowBaseline | None

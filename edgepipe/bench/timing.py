@@ -9,18 +9,18 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from edgepipe.cpu import CPUINFO, cpu_info
 from edgepipe.errors import BenchInputError
 
 log = logging.getLogger(__name__)
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "avx_vnni")
 PACKAGES = ("torch", "onnx", "onnxruntime", "openvino", "numpy")
-_CPUINFO = Path("/proc/cpuinfo")
+_CPUINFO = CPUINFO
 
 
 def time_callable(
@@ -112,46 +112,25 @@ def cpu_name() -> str:
     """A short file-name-safe CPU name, e.g. ``amd-epyc-zen5`` or ``intel-xeon-cascadelake``."""
     import re
 
-    try:
-        text = _CPUINFO.read_text(errors="replace")
-    except OSError:
+    if not _CPUINFO.is_file():
         return re.sub(r"[^a-z0-9]+", "-", (platform.machine() or "unknown").lower()).strip("-")
-    info: dict[str, str] = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        info.setdefault(key.strip(), value.strip())
-    vendor, model_name = info.get("vendor_id", ""), info.get("model name", "")
-    family, model = int(info.get("cpu family", "0") or 0), int(info.get("model", "0") or 0)
+    info = cpu_info(_CPUINFO)
+    vendor, model_name = info["vendor"], info["model_name"]
+    family, model = int(info["family"] or 0), int(info["model"] or 0)
     uarch = _UARCH.get((vendor, family, model)) or _UARCH.get((vendor, family, None), "")
-    if uarch == "zen3" and "avx512f" in info.get("flags", "").split():
+    if uarch == "zen3" and "avx512f" in info["flags"]:
         uarch = "zen4"  # family 25 covers Zen 3 and Zen 4; only Zen 4 has AVX-512
     if uarch == "skylake-cascadelake":
-        uarch = "cascadelake" if int(info.get("stepping", "0") or 0) >= 5 else "skylake"
+        uarch = "cascadelake" if int(info["stepping"] or 0) >= 5 else "skylake"
     words = re.sub(r"\(r\)|\(tm\)|cpu|processor|@.*|\d+-core", " ", model_name.lower())
     base = "-".join(re.findall(r"[a-z]+", words)[:2]) or vendor.lower() or "cpu"
     return f"{base}-{uarch or f'f{family}m{model}'}"
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's ISA flags (x86 ``flags``, ARM ``Features``) from /proc/cpuinfo; empty when unreadable."""
-    return _cpuinfo()[1]
-
-
 def _cpuinfo() -> tuple[str, set[str]]:
-    """CPU model name and flag set from /proc/cpuinfo (empty off Linux or when unreadable)."""
-    try:
-        text = _CPUINFO.read_text(errors="replace")
-    except OSError:
-        return "", set()
-    model, flags = "", set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key in ("model name", "Model", "Hardware") and not model:
-            model = value.strip()
-        elif key in ("flags", "Features") and not flags:
-            flags = set(value.split())
-    return model, flags
+    """CPU model name and flag set (empty off Linux or when unreadable)."""
+    info = cpu_info(_CPUINFO) if _CPUINFO.is_file() else {"model_name": "", "flags": []}
+    return info["model_name"], set(info["flags"])
 
 
 def _version(name: str) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,13 @@ import numpy as np
 
 from edgepipe import __version__
 from edgepipe.artifacts import atomic_path, atomic_write_json, read_manifest
+from edgepipe.bench.measure import Settings as BenchSettings
 from edgepipe.errors import DataError, EdgepipeError, ModelError, StageError
 
 log = logging.getLogger(__name__)
 
 COMBINERS = ("mean", "linear")
+RUNTIME = "onnxruntime"  # members and ensembles are composed and run as ONNX graphs
 PENALTIES = (1e-3, 1e-2, 1e-1)  # linear: L2 pull of the weights towards the logit average
 STEPS, EVERY = 300, 50  # linear: full-batch Adam steps; a candidate snapshot every EVERY steps
 
@@ -42,14 +44,6 @@ class Member:
     split: Path
     split_sha: str
     meta: dict[str, Any]
-
-
-@dataclass
-class BenchSettings:
-    threads: int = 2
-    warmup: int = 10
-    min_iters: int = 50
-    min_seconds: float = 1.0
 
 
 def load_member(run_dir: Path) -> Member:
@@ -104,7 +98,7 @@ def _logits(path: Path, x: np.ndarray, threads: int) -> np.ndarray:
     from edgepipe.runtimes import get_runtime
     from edgepipe.runtimes.predict import runtime_logits
 
-    return runtime_logits(get_runtime("onnxruntime", path, threads=threads), x)
+    return runtime_logits(get_runtime(RUNTIME, path, threads=threads), x)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -334,74 +328,56 @@ def build_ensemble(
 
 
 def _bench(members, graphs, test, settings: BenchSettings, summary: dict, out: Path) -> dict:
-    """Every member and the ensemble, both precisions, on ONNX Runtime over the test split: the rows, relative
-    numbers, document and Markdown of ``edgepipe bench`` (speed-up against the first member's FP32 graph)."""
-    from edgepipe.artifacts import atomic_write_text, hash_json, sha256_file
+    """Every member and the ensemble, both precisions, over the test split through the measurement core
+    (edgepipe.bench.measure: paired rounds, speed-up against the fastest FP32 graph)."""
+    from edgepipe.artifacts import atomic_write_text, sha256_file
     from edgepipe.bench.accuracy import score_logits
-    from edgepipe.bench.harness import measure, model_size_mb
+    from edgepipe.bench.harness import model_size_mb
     from edgepipe.bench.loading import graph_compute
-    from edgepipe.bench.report import document, drop_samples, markdown, write_plots
-    from edgepipe.bench.rows import SameSetting, add_relative, build_row
-    from edgepipe.bench.timing import environment
+    from edgepipe.bench.measure import Entry, measure
+    from edgepipe.bench.report import drop_samples, markdown, write_plots
     from edgepipe.runtimes import get_runtime
     from edgepipe.runtimes.predict import runtime_logits
 
     x, y = test
     meta = members[0].meta
     input_size = list(meta["preprocessing"]["input_size"])
-    env = environment()
-    env["id"] = hash_json(env)[:12]
-    models = [(f"{m.name} {p}", getattr(m, p)) for m in members for p in ("fp32", "int8")]
-    models += [(f"ensemble {p}", g) for p, g in graphs.items()]
-    rows, docs = [], []
-    for label, path in models:
+    models = [(f"{m.name} {p}", getattr(m, p), p) for m in members for p in ("fp32", "int8")]
+    models += [(f"ensemble {p}", g, p) for p, g in graphs.items()]
+    entries, docs = [], []
+    for label, path, prec in models:
         compute = graph_compute(path)
-        rt, timings, memory = measure(
-            lambda path=path: get_runtime("onnxruntime", path, threads=settings.threads),
-            input_size,
-            [1],
-            warmup=settings.warmup,
-            min_iters=settings.min_iters,
-            min_seconds=settings.min_seconds,
-            keep_samples=True,
+        entries.append(
+            Entry(
+                model=label,
+                file=path,
+                kind="onnx",
+                runtime=RUNTIME,
+                build=lambda path=path: get_runtime(RUNTIME, path, threads=settings.threads),
+                input_size=input_size,
+                compute=compute,
+                is_float=prec == "fp32",
+                score=lambda rt: score_logits(runtime_logits(rt, x), y),
+            )
         )
-        row = build_row(
-            model=label,
-            file=str(path),
-            kind="onnx",
-            runtime="onnxruntime",
-            precision=None,
-            perf_hint=None,
-            threads=rt.options.get("threads"),
-            runtime_options=rt.describe(),
-            size_mb=round(model_size_mb(path), 3),
-            compute=compute,
-            latency=timings[1],
-            memory=memory,
-            scores=score_logits(runtime_logits(rt, x), y),
-            environment_id=env["id"],
-        )
-        del rt
-        rows.append(row)
         docs.append(
             {
                 "name": label,
                 "file": str(path),
                 "kind": "onnx",
                 "sha256": sha256_file(path),
-                "size_mb": row["size_mb"],
+                "size_mb": round(model_size_mb(path), 3),
                 "input_size": input_size,
                 "preprocessing": meta["preprocessing"],
                 "preprocessing_source": "ONNX metadata_props",
                 "classes": meta["classes"],
                 "classes_source": "ONNX metadata_props",
-                "runtimes": ["onnxruntime"],
+                "runtimes": [RUNTIME],
                 "compute": compute,
             }
         )
-        log.info("bench %-40s top-1 %.2f  p50 %.3f ms", label, row["top1"], row["latency"]["p50_ms"])
-    baseline = SameSetting(f"{members[0].name} fp32")
-    add_relative(rows, baseline)
+    measured = measure(entries, replace(settings, batch_sizes=[1], keep_samples=True))
+    rows = measured.rows
     source = json.loads(members[0].split.read_text())["source"]
     val = summary["val_top1"]
     best = max(val["members"]["fp32"], key=val["members"]["fp32"].get)
@@ -413,20 +389,8 @@ def _bench(members, graphs, test, settings: BenchSettings, summary: dict, out: P
     ]
     plots = {k: p.name for k, p in write_plots(rows, out).items()}
     drop_samples(rows)
-    doc = document(
-        environment=env,
-        settings={
-            "runtimes": ["onnxruntime"],
-            "threads": settings.threads,
-            "batch_sizes": [1],
-            "warmup": settings.warmup,
-            "min_iters": settings.min_iters,
-            "min_seconds": settings.min_seconds,
-            "precision": "f32",
-            "hint": "LATENCY",
-            "gates": [],
-        },
-        baseline=baseline.describe(),
+    doc = measured.document(
+        settings={"runtimes": [RUNTIME], "precision": "f32", "hint": "LATENCY", "gates": []},
         data={
             "data": source.get("dataset") or str(source.get("root")),
             "kind": "test split of the members' runs",
@@ -435,7 +399,6 @@ def _bench(members, graphs, test, settings: BenchSettings, summary: dict, out: P
             "available_images": int(len(y)),
         },
         models=docs,
-        rows=rows,
         gates=[],
         notes=notes,
         plots=plots,

@@ -60,7 +60,7 @@ def imagenet_state_dict(spec: ModelSpec) -> dict:
         ) from None
 
 
-def _load_pretrained(model: Any, spec: ModelSpec, cfg: ModelConfig, num_classes: int) -> str:
+def _load_pretrained(model: Any, spec: ModelSpec, cfg: ModelConfig) -> str:
     import torch
 
     if cfg.pretrained == "none":
@@ -123,7 +123,6 @@ def _load_pretrained(model: Any, spec: ModelSpec, cfg: ModelConfig, num_classes:
             ", ".join(f.rstrip(".") for f in fresh[:3]) or "-",
             len(unused),
         )
-    del num_classes
     return source
 
 
@@ -146,7 +145,7 @@ def build_model(
     if builder is None:
         raise ModelError(f"{cfg.arch} has no quantizable twin; fix: use one of the qat-capable models")
     model = builder(1000, **kwargs)
-    source = _load_pretrained(model, spec, cfg, num_classes)
+    source = _load_pretrained(model, spec, cfg)
     if cfg.hybrid == "vit" and cfg.vit_weights:
         from edgepipe.models.vit_weights import load_vit_weights
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -97,15 +96,18 @@ def _layer_model(model: onnx.ModelProto, conv: onnx.NodeProto, work: Path, shape
     return out
 
 
-def _session(path: Path, feed: dict, threads: int) -> list:
-    import onnxruntime as ort
+class _Layer:
+    """One extracted layer as a runtime the timing rounds call (uint8 in, uint8 out), with ORT's weight
+    re-quantization off so a float layer runs in float."""
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = threads, 1, 3
-    sess = ort.InferenceSession(
-        str(path), so, providers=["CPUExecutionProvider"], disabled_optimizers=list(ORT_DISABLED_OPTIMIZERS)
-    )
-    return [sess, feed, []]
+    def __init__(self, path: Path, input_name: str, threads: int) -> None:
+        from edgepipe.runtimes.onnxruntime import make_session
+
+        self.session = make_session(path, threads, disabled=ORT_DISABLED_OPTIMIZERS, log_severity_level=3)
+        self.input_name = input_name
+
+    def predict(self, x: np.ndarray) -> Any:
+        return self.session.run(None, {self.input_name: x})
 
 
 def profile_layers(
@@ -113,6 +115,8 @@ def profile_layers(
 ) -> dict[str, dict[str, Any]]:
     """Per quantized conv: median ms as int8 (QLinearConv) and as float, timed alone in alternating rounds
     (the per-round medians' minimum: other load only ever adds time), with its channel count and group."""
+    from edgepipe.bench.harness import alternating_rounds, round_medians
+
     model = onnx.load(str(int8_onnx))
     fixed = onnx.shape_inference.infer_shapes(_with_batch_one(model, input_size))
     shapes = {
@@ -132,22 +136,14 @@ def profile_layers(
             onnx.save(layer, str(float_path))
             name_in = layer.graph.input[0].name
             x = np.random.default_rng(0).integers(0, 256, shapes[name_in], dtype=np.uint8)
-            runs = {k: _session(p, {name_in: x}, threads) for k, p in
-                    (("int8", int8_path), ("float", float_path))}  # fmt: skip
-            for _ in range(rounds):
-                for sess, feed, meds in runs.values():
-                    sess.run(None, feed)
-                    ts = []
-                    for _ in range(iters):
-                        t0 = time.perf_counter()
-                        sess.run(None, feed)
-                        ts.append((time.perf_counter() - t0) * 1e3)
-                    meds.append(float(np.median(ts)))
+            layers = {k: _Layer(p, name_in, threads) for k, p in (("int8", int8_path), ("float", float_path))}
+            calls = alternating_rounds(layers, x, rounds, iters, warmup=1)
+            medians = {k: round_medians(c) for k, c in calls.items()}
             w = next(i for i in fixed.graph.initializer if i.name == _weight_int8(fixed, conv))
             group = next((a.i for a in conv.attribute if a.name == "group"), 1)
             out[conv.name] = {
-                "int8_ms": round(min(runs["int8"][2]), 5),
-                "float_ms": round(min(runs["float"][2]), 5),
+                "int8_ms": round(min(medians["int8"]), 5),
+                "float_ms": round(min(medians["float"]), 5),
                 "out_channels": int(w.dims[0]),
                 "group": int(group),
             }

@@ -78,9 +78,11 @@ def make_session(
     threads: int = 2,
     providers: list[str] | None = None,
     optimization: str = "all",
+    disabled: tuple[str, ...] | None = None,
     **session_attrs: Any,
 ):
-    """Build an InferenceSession with pinned threading so every measurement is reproducible."""
+    """Build an InferenceSession with pinned threading so every measurement is reproducible; ``disabled``:
+    the optimizers to turn off (default: those the model's metadata names)."""
     ort = _ort()
     path = Path(model_path)
     if not path.is_file():
@@ -108,7 +110,10 @@ def make_session(
     state = ort.capi.onnxruntime_pybind11_state
     try:
         return ort.InferenceSession(
-            str(path), so, providers=providers, disabled_optimizers=disabled_optimizers(path)
+            str(path),
+            so,
+            providers=providers,
+            disabled_optimizers=list(disabled) if disabled is not None else disabled_optimizers(path),
         )
     except (state.InvalidProtobuf, state.InvalidGraph, state.NoModel) as e:
         raise BenchInputError(

@@ -12,31 +12,29 @@ from typing import Any
 
 import numpy as np
 
-from edgepipe.artifacts import StageResult, atomic_write_json, hash_json, sha256_file
+from edgepipe.artifacts import StageResult, atomic_write_json, sha256_file
 from edgepipe.bench import gates as gate_mod
 from edgepipe.bench.accuracy import score_logits
-from edgepipe.bench.harness import alternating_rounds, measure, model_size_mb, round_medians
+from edgepipe.bench.harness import model_size_mb
 from edgepipe.bench.loading import graph_compute
+from edgepipe.bench.measure import Entry, Settings, measure
 from edgepipe.bench.report import SCHEMA
-from edgepipe.bench.rows import FastestFloat, add_relative, build_row
-from edgepipe.bench.timing import environment
+from edgepipe.bench.rows import baseline_policy
 from edgepipe.data.loaders import SplitData
 from edgepipe.models.preprocessing import Preprocessing
 from edgepipe.quant.export import read_metadata
 from edgepipe.recipe import Recipe
+from edgepipe.runtimes.registry import float_modes, kind_of_suffix, runtime_spec
 from edgepipe.stages.base import StageContext, StageSpec
+from edgepipe.targets.device import RUNTIME as DEVICE_RUNTIME
 
 log = logging.getLogger(__name__)
 
-MODELS = (
-    ("fp32", "onnx_fp32", "ir_fp32"),
-    ("int8-qat", "onnx_int8", "ir_int8"),
-    ("int8-ptq", "onnx_ptq", "ir_ptq"),  # ir_ptq: ptq.method nncf's OpenVINO-backend IR
-)
+MODELS = (("fp32", True), ("int8-qat", False), ("int8-ptq", False))  # (label, float): export's models
+_FILE_OF = {"fp32": "fp32", "int8-qat": "int8", "int8-ptq": "ptq"}  # label -> export output suffix
 # every speed-up divides by the runtime's fastest float mode (OpenVINO bf16 on a bf16 CPU), named per row
-BASELINE = FastestFloat("fp32")
+BASELINE = baseline_policy([label for label, is_float in MODELS if is_float])
 HINT = "LATENCY"
-PAIRED_ITERS = 20  # calls per row per alternating round
 
 
 def config(recipe: Recipe) -> dict[str, Any]:
@@ -44,17 +42,21 @@ def config(recipe: Recipe) -> dict[str, Any]:
     return {"bench": recipe.bench.model_dump(), "schema": SCHEMA}
 
 
-def _runtimes(cfg, label: str) -> list[tuple[str, str | None, dict]]:
-    """(runtime, precision, options): the FP32 model in each float mode the runtime runs natively here
+def artifact(runtime: str, label: str) -> str:
+    """The stage input a runtime runs for a model: its own artifact from export (an IR), else the ONNX."""
+    return f"{runtime_spec(runtime).artifact}_{_FILE_OF[label]}"
+
+
+def _modes(cfg, is_float: bool) -> list[tuple[str, str | None, dict]]:
+    """(runtime, precision, options): a float model in each float mode the runtime runs natively here
     (OpenVINO: f32, plus bf16/f16 where the CPU has it), an INT8 model as our loaders load it (OpenVINO
     'auto': the plugin default, measured fastest for INT8)."""
-    from edgepipe.runtimes import float_modes
-
     out: list[tuple[str, str | None, dict]] = []
     for rt in cfg.runtimes:
-        if rt == "onnxruntime":
+        spec = runtime_spec(rt)
+        if not spec.takes_precision:
             out.append((rt, None, {"threads": cfg.threads}))
-        elif label == "fp32":
+        elif is_float:
             for precision, opts in float_modes(rt):
                 out.append((rt, precision, {"threads": cfg.threads, **opts, "hint": HINT}))
         else:
@@ -82,81 +84,69 @@ def run(ctx: StageContext) -> StageResult:
     from edgepipe.runtimes.predict import runtime_logits
 
     r, cfg = ctx.recipe, ctx.recipe.bench
-    env = environment()
-    env["id"] = hash_json(env)[:12]
     meta = read_metadata(ctx.input("onnx_fp32"))
     pre = Preprocessing.from_dict(meta["preprocessing"])
     data = SplitData(ctx.input("split"), r.data, pre, r.seed)
     x, y = data.arrays("test")
-    rows: list[dict[str, Any]] = []
-    live: list[Any] = []
+    entries: list[Entry] = []
     models: list[dict[str, Any]] = []
-    preds: dict[str, list[int]] = {}
-    ort_logits: dict[str, np.ndarray] = {}  # the device rows' reference
-    for label, onnx_key, ir_key in MODELS:
+    logits: dict[tuple[str, str, str | None], np.ndarray] = {}
+
+    def scorer(key: tuple[str, str, str | None]):
+        def score(rt) -> dict[str, Any]:
+            logits[key] = runtime_logits(rt, x)
+            return score_logits(logits[key], y)
+
+        return score
+
+    for label, is_float in MODELS:
+        onnx_key = f"onnx_{_FILE_OF[label]}"
         if onnx_key not in ctx.inputs:
             continue
         onnx_path = ctx.inputs[onnx_key]
         compute = graph_compute(onnx_path)
-        runtimes = _runtimes(cfg, label)
-        for runtime, precision, options in runtimes:
-            model_path: Path = (
-                ctx.inputs.get(ir_key, onnx_path) if runtime == "openvino" and ir_key else onnx_path
+        modes = _modes(cfg, is_float)
+        for runtime, precision, options in modes:
+            path: Path = ctx.inputs.get(artifact(runtime, label), onnx_path)
+            entries.append(
+                Entry(
+                    model=label,
+                    file=path,
+                    kind=kind_of_suffix(path.suffix).name,  # type: ignore[union-attr]
+                    runtime=runtime,
+                    build=lambda runtime=runtime, path=path, options=options: get_runtime(
+                        runtime, path, **options
+                    ),
+                    input_size=list(pre.input_size),
+                    compute=compute,
+                    is_float=is_float,
+                    precision=precision,
+                    perf_hint=HINT if runtime_spec(runtime).takes_precision else None,
+                    score=scorer((label, runtime, precision)),
+                )
             )
-            rt, timings, memory = measure(
-                lambda runtime=runtime, path=model_path, options=options: get_runtime(
-                    runtime, path, **options
-                ),
-                list(pre.input_size),
-                [cfg.batch_size],
-                warmup=cfg.warmup,
-                min_iters=cfg.min_iters,
-                min_seconds=cfg.min_seconds,
-                keep_samples=True,  # for the run report's latency plot; dropped from report.json
-            )
-            logits = runtime_logits(rt, x)
-            if runtime == "onnxruntime":
-                ort_logits[label] = logits
-            row = build_row(
-                model=label,
-                file=str(model_path),
-                kind="openvino-ir" if model_path.suffix == ".xml" else "onnx",
-                runtime=runtime,
-                precision=precision,
-                perf_hint=HINT if runtime == "openvino" else None,
-                threads=rt.options.get("threads"),
-                runtime_options=rt.describe(),
-                size_mb=round(model_size_mb(model_path), 3),
-                compute=compute,
-                latency=timings[cfg.batch_size],
-                memory=memory,
-                scores=score_logits(logits, y),
-                environment_id=env["id"],
-            )
-            live.append(rt)  # timed again below, alternating with the other rows
-            rows.append(row)
-            preds[f"{label}|{row['runtime_label']}"] = logits.argmax(1).tolist()
-            log.info(
-                "bench %-8s %-14s top-1 %.2f  p50 %.3f ms",
-                label,
-                row["runtime_label"],
-                row["top1"],
-                row["latency"]["p50_ms"],
-            )
-        models.append(_model_doc(label, onnx_path, pre, meta, compute, [t[0] for t in runtimes]))
-    if cfg.paired_rounds and rows:
-        sample = np.random.default_rng(0).standard_normal((cfg.batch_size, *pre.input_size), dtype=np.float32)
-        rounds = alternating_rounds(dict(enumerate(live)), sample, cfg.paired_rounds, PAIRED_ITERS)
-        for i, row in enumerate(rows):
-            row["latency"]["round_medians_ms"] = round_medians(rounds[i])
-    del live
+        models.append(_model_doc(label, onnx_path, pre, meta, compute, [m[0] for m in modes]))
+    settings = Settings(
+        threads=cfg.threads,
+        batch_sizes=[cfg.batch_size],
+        warmup=cfg.warmup,
+        min_iters=cfg.min_iters,
+        min_seconds=cfg.min_seconds,
+        rounds=cfg.paired_rounds,
+        keep_samples=True,  # for the run report's latency plot; dropped from report.json
+    )
+    measured = measure(entries, settings)
+    rows = measured.rows
+    preds = {f"{e.model}|{row['runtime_label']}": logits[e.model, e.runtime, e.precision].argmax(1).tolist()
+             for e, row in zip(entries, rows, strict=True)}  # fmt: skip
+    ort_logits = {e.model: logits[e.model, e.runtime, e.precision] for e in entries
+                  if e.runtime == DEVICE_RUNTIME}  # the device rows' reference  # fmt: skip
     devices = _bench_devices(ctx, x, y, ort_logits) if cfg.devices else []
-    add_relative(rows, BASELINE)
     gates = check_gates(cfg.fail_if, rows)
-    measured = {
-        "environment": env,
-        "settings": _settings(cfg),
-        "baseline": BASELINE.describe(),
+    out = {
+        "environment": measured.environment,
+        "settings": {**_settings(cfg), **measured.settings},
+        "baseline": measured.baseline,
         "data": {
             "data": r.data.dataset or str(r.data.root),
             "kind": "test split of this run",
@@ -169,7 +159,7 @@ def run(ctx: StageContext) -> StageResult:
         "gates": gates,
         "devices": devices,  # targets entries (how: device); the run report appends them to its targets
     }
-    atomic_write_json(ctx.out_dir / "rows.json", measured)
+    atomic_write_json(ctx.out_dir / "rows.json", out)
     atomic_write_json(ctx.out_dir / "predictions.json", {"labels": y.tolist(), "preds": preds})
     return StageResult(
         outputs={"rows": "rows.json", "predictions": "predictions.json"},
@@ -186,9 +176,11 @@ def _bench_devices(ctx: StageContext, x: np.ndarray, y: np.ndarray, ort_logits: 
     n = min(len(y), cfg.device_images)
     idx = np.sort(np.random.default_rng(0).permutation(len(y))[:n])
     models = [
-        DeviceModel(label, ctx.inputs[onnx_key], x[idx], ort_logits[label][idx], np.asarray(y)[idx])
-        for label, onnx_key, _ in MODELS
-        if onnx_key in ctx.inputs and label in ort_logits
+        DeviceModel(
+            label, ctx.inputs[f"onnx_{_FILE_OF[label]}"], x[idx], ort_logits[label][idx], np.asarray(y)[idx]
+        )
+        for label, _ in MODELS
+        if label in ort_logits
     ]
     if not models:
         from edgepipe.errors import RecipeError
@@ -196,7 +188,7 @@ def _bench_devices(ctx: StageContext, x: np.ndarray, y: np.ndarray, ort_logits: 
         raise RecipeError("bench.devices: device rows are scored against ONNX Runtime here, and "
                           "bench.runtimes has none; fix: add onnxruntime to bench.runtimes")  # fmt: skip
     timing = DeviceTiming(warmup=cfg.warmup, min_iters=cfg.min_iters, min_seconds=cfg.min_seconds,
-                          rounds=cfg.paired_rounds, round_iters=PAIRED_ITERS, threads=cfg.threads,
+                          rounds=cfg.paired_rounds, round_iters=Settings.round_iters, threads=cfg.threads,
                           timeout_s=cfg.device_timeout_s)  # fmt: skip
     out = []
     for spec in cfg.devices:

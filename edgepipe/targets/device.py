@@ -37,6 +37,7 @@ from edgepipe.targets.ssh import (
 log = logging.getLogger(__name__)
 
 KERNEL = "native"  # the device's own ONNX Runtime kernels: the numbers are that CPU's
+RUNTIME = "onnxruntime"  # what runs each .onnx on a device (and on a --target): the host rows to compare with
 
 
 @dataclass
@@ -203,7 +204,7 @@ def _score(
             title=title(facts),
             how="device",
             kernel=KERNEL,
-            runtime="onnxruntime",
+            runtime=RUNTIME,
             images=int(len(logits)),
             agreement=agreement(pred, m.reference.argmax(1)),
             top1=None if m.labels is None else 100.0 * float((pred == m.labels).mean()),

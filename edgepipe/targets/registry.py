@@ -54,7 +54,7 @@ assert set(TARGETS) | {HOST} == set(TARGET_NAMES), "constants.TARGET_NAMES and t
 
 
 def host_flags() -> set[str]:
-    from edgepipe.bench.timing import cpu_flags
+    from edgepipe.cpu import cpu_flags
 
     return cpu_flags()
 

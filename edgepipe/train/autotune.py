@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import random
 import statistics
 import time
@@ -34,6 +33,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from edgepipe.cpu import cpu_info
+from edgepipe.cpu import native_bf16 as cpu_native_bf16
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +53,6 @@ ABANDON = 4.0  # a candidate whose best of 2+ steps is this many times the faste
 MAX_COMPILE_GAIN = 1.3
 PRIOR_COMPILE_S = 60.0
 PRIOR_COMPILE_STEPS = 250
-_CPUINFO = Path("/proc/cpuinfo")
 
 
 @dataclass(frozen=True)
@@ -100,26 +101,6 @@ class Decision:
     record: dict[str, Any] = field(default_factory=dict)
 
 
-def cpu_info() -> dict[str, Any]:
-    """Model name, family/model/stepping and flags from /proc/cpuinfo (the name alone can hide the core:
-    a VM may report just "AMD EPYC")."""
-    info: dict[str, Any] = {"model_name": "", "family": None, "model": None, "stepping": None, "flags": []}
-    try:
-        text = _CPUINFO.read_text(errors="replace")
-    except OSError:
-        return {**info, "model_name": platform.processor() or platform.machine()}
-    keys = {"model name": "model_name", "cpu family": "family", "model": "model", "stepping": "stepping"}
-    for line in text.splitlines():
-        key, _, value = (s.strip() for s in line.partition(":"))
-        if key in keys and not info[keys[key]]:
-            info[keys[key]] = value
-        elif key in ("flags", "Features") and not info["flags"]:
-            info["flags"] = value.split()
-        elif not key and info["flags"]:
-            break  # the first processor's block is enough
-    return info
-
-
 def native_bf16(device: Any) -> bool:
     """Whether the device computes bfloat16 natively (a CPU with AVX512_BF16 or AMX-BF16; a CUDA GPU that
     says so). Elsewhere bf16 autocast is emulated and never worth timing."""
@@ -127,10 +108,7 @@ def native_bf16(device: Any) -> bool:
 
     if device.type == "cuda":
         return bool(torch.cuda.is_bf16_supported())
-    if device.type != "cpu":
-        return False
-    flags = set(cpu_info()["flags"])
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return device.type == "cpu" and cpu_native_bf16()
 
 
 def candidates(settings: Settings, device: Any) -> list[Candidate]:

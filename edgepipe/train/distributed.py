@@ -135,10 +135,6 @@ def wrap(model: Any, dev: Any) -> Any:
     return DistributedDataParallel(model, device_ids=ids)
 
 
-def unwrap(model: Any) -> Any:
-    return getattr(model, "module", model) if is_distributed() else model
-
-
 def all_reduce_sums(*values: float) -> tuple[float, ...]:
     """Sum per-rank counters (samples seen, loss sum, correct) over all ranks."""
     if not is_distributed():

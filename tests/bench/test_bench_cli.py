@@ -18,7 +18,7 @@ from edgepipe.quant.export import set_metadata
 from tests.conftest import export_onnx, make_imagefolder, ort_quantize
 
 runner = CliRunner()
-FAST = ["--warmup", "1", "--min-iters", "3", "--min-seconds", "0", "--threads", "1"]
+FAST = ["--warmup", "1", "--min-iters", "3", "--min-seconds", "0", "--threads", "1", "--paired-rounds", "2"]
 CLASSES = ["class_0", "class_1", "class_2"]
 PRE = {"input_size": [3, 32, 32], "resize": 32, "crop": 32, "interpolation": "bilinear",
        "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}  # fmt: skip
@@ -75,7 +75,8 @@ def test_onnx_models_on_two_runtimes_write_the_schema(zoo, tmp_path):
     assert res.exit_code == 0, res.output
     doc = json.loads(out.read_text())
     assert doc["schema"] == "edgepipe.bench/2"
-    assert doc["baseline"] == {"model": "fp32.onnx", "match": ["runtime_label", "batch_size"]}
+    # --reference is benched: speed-ups divide by its fastest row on the same runtime and batch
+    assert doc["baseline"] == {"model": "fp32.onnx", "match": ["runtime", "batch_size"], "pick": "fastest"}
     assert {"cpu_model", "isa_flags", "packages", "id"} <= set(doc["environment"])
     rows = {(r["model"], r["runtime"]): r for r in doc["rows"]}
     assert set(rows) == {(m, r) for m in ("fp32.onnx", "int8.onnx") for r in ("onnxruntime", "openvino")}
@@ -101,6 +102,28 @@ def test_onnx_models_on_two_runtimes_write_the_schema(zoo, tmp_path):
     assert int8_ov["speedup"] == ov["latency"]["p50_ms"] / int8_ov["latency"]["p50_ms"]
     assert "| fp32.onnx | onnxruntime | 1 |" in res.output and "agree % vs ref" in res.output
     assert "| speed-up vs fp32.onnx |" in res.output
+    # every row timed again in alternating rounds: the paired speed-up and its spread beside it
+    assert len(int8_ov["latency"]["round_medians_ms"]) == 2 and int8_ov["speedup_paired"] > 0
+    lo, hi = int8_ov["speedup_paired_iqr"]
+    assert lo <= int8_ov["speedup_paired"] <= hi and "(paired " in res.output and ", IQR " in res.output
+
+
+def test_the_baseline_is_the_fastest_float_model_whatever_the_argument_order(zoo, tmp_path):
+    """int8 first: FP32 is still the row speed-ups and top-1 drops divide by, not the first argument."""
+    out = tmp_path / "r.json"
+    res = bench(zoo["int8"], zoo["fp32"], "--data", zoo["photos"], "--json", out, *FAST)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    assert doc["baseline"] == {"model": "fp32.onnx", "match": ["runtime", "batch_size"], "pick": "fastest"}
+    int8, fp32 = doc["rows"]
+    assert fp32["is_baseline"] and fp32["speedup"] == 1.0 and not int8["is_baseline"]
+    assert int8["baseline"]["model"] == "fp32.onnx"
+    assert int8["acc_drop"] == fp32["top1"] - int8["top1"]
+    assert "the fastest **fp32.onnx** row on the same runtime and batch" in res.output
+    alone = bench(zoo["int8"], "--json", tmp_path / "alone.json", *FAST)
+    assert alone.exit_code == 0, alone.output
+    assert json.loads((tmp_path / "alone.json").read_text())["rows"][0]["speedup"] is None
+    assert "Baseline for speed-up (p50 ratio) and top-1 drop (points): none" in alone.output
 
 
 def test_batch_sizes_per_model_runtimes_and_plots(zoo, tmp_path):

@@ -28,7 +28,6 @@ def test_single_process_is_plain_training(monkeypatch):
     model = torch.nn.Linear(2, 2)
     assert not distributed.is_distributed() and distributed.is_main()
     assert distributed.wrap(model, torch.device("cpu")) is model
-    assert distributed.unwrap(model) is model
     assert distributed.all_reduce_sums(3.0, 1.5) == (3.0, 1.5)
     assert distributed.broadcast_object({"top1": 1.0}) == {"top1": 1.0}
     with distributed.session():  # no process group without torchrun

@@ -120,6 +120,7 @@ def test_recipe_accepts_a_gradual_unfreezing_schedule_from_yaml_style_keys():
     assert r.model.freeze.schedule == {10: 8, 20: "all"} and r.qat.trainable_last is None
 
 
+@pytest.mark.slow  # trains through the pipeline
 def test_finetune_and_qat_train_only_the_last_blocks(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="edgepipe.train.freeze")
     root = make_imagefolder(tmp_path / "photos", classes=3, per_class=6, size=32)

@@ -98,6 +98,7 @@ def test_recipe_rejects_bad_loss_and_sampler_keys(recipe, message):
         parse_recipe({**BASE, **recipe})
 
 
+@pytest.mark.slow  # trains through the pipeline
 def test_finetune_and_qat_train_an_imbalanced_set_with_focal_loss_weights_sampler_and_clipping(
     tmp_path, caplog
 ):

@@ -59,6 +59,7 @@ def test_confusion_png_is_written_for_forty_classes(tmp_path):
     assert not list(tmp_path.glob(".*"))  # written atomically: no temporary left behind
 
 
+@pytest.mark.slow  # trains through the pipeline
 def test_finetune_and_qat_record_val_and_test_metrics_and_write_test_reports(tmp_path):
     root = make_imagefolder(tmp_path / "photos", classes=3, per_class=6, size=32)
     recipe = parse_recipe(tiny_recipe(root, stages=["finetune", "qat"], finetune={"epochs": 1}))

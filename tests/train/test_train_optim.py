@@ -148,6 +148,7 @@ def test_recipe_rejects_bad_optimiser_and_schedule_keys(finetune, message):
         parse_recipe({**BASE, "finetune": finetune})
 
 
+@pytest.mark.slow  # trains through the pipeline
 def test_finetune_stage_trains_with_sgd_and_a_step_schedule(tmp_path):
     root = make_imagefolder(tmp_path / "photos", classes=3, per_class=8, size=32)
     finetune = {"epochs": 3, "lr": 0.04, "optimizer": "sgd", "nesterov": True}
