@@ -53,6 +53,11 @@ def test_both_outputs_validate_against_one_schema(zoo, run_report, tmp_path):  #
     run_doc = validate_document(json.loads((run_report / "report.json").read_text()))
     assert cli_doc.schema_ == run_doc.schema_ == "edgepipe.bench/2"
     assert cli_doc.recipe is None and cli_doc.stages is None and run_doc.recipe == "tiny"
+    # both end with "which to ship", one verdict per runtime benched, judged on the measured top-1
+    for doc in (cli_doc, run_doc):
+        assert {v.runtime for v in doc.verdicts or []} == {"onnxruntime", "openvino"}
+        assert all(v.model is not None and v.top1 >= v.floor for v in doc.verdicts or [])
+    assert "## Which to ship" in res.output
     assert set(run_doc.stages) == {"split", "bench"}  # type: ignore[arg-type]
     # the same row keys whichever tool measured
     cli_rows = json.loads(out.read_text())["rows"]
@@ -86,6 +91,7 @@ def test_run_report_rows_name_their_baseline_and_carry_the_plots(run_report):
     assert md.startswith("# edgepipe report: tiny\n") and "| speed-up |" in md
     assert f"x vs fp32 · {fastest['runtime_label']} · bs 1 (paired " in md
     assert "the fastest **fp32** row" in md
+    assert md.count("- **onnxruntime**: ship **") == 1 and "## Which to ship" in md
     # every row timed again in alternating rounds: the paired speed-up is the median of per-round ratios
     a, b = fastest["latency"]["round_medians_ms"], int8_ov["latency"]["round_medians_ms"]
     assert len(a) == len(b) > 0 and "alternating rounds" in md
