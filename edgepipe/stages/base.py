@@ -59,6 +59,13 @@ class StageSpec:
     check: Callable[[Recipe], None] | None = None
 
 
+# data.* keys a training stage sees only through its split input (the split stage's own cache key holds them):
+# a training stage hashes every other data key, so a key added to DataConfig reaches its cache key by default.
+SPLIT_DATA_KEYS = frozenset({"dataset", "root", "val_fraction", "test_fraction", "limit_per_class"})
+# ... and those qat, export, ptq and bench read from the finetune checkpoint's preprocessing instead
+PREPROCESSING_DATA_KEYS = frozenset({"image_size", "crop_pct", "mean", "std"})
+
+
 def seed_everything(seed: int) -> None:
     import numpy as np
     import torch

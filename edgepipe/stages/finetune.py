@@ -9,7 +9,7 @@ from edgepipe.artifacts import StageResult, atomic_path
 from edgepipe.data.loaders import SplitData
 from edgepipe.models.preprocessing import Preprocessing
 from edgepipe.recipe import Recipe
-from edgepipe.stages.base import StageContext, StageSpec, seed_everything
+from edgepipe.stages.base import SPLIT_DATA_KEYS, StageContext, StageSpec, seed_everything
 from edgepipe.train import distributed as ddp
 from edgepipe.train.freeze import freezer_for
 from edgepipe.train.history import write_history
@@ -17,8 +17,6 @@ from edgepipe.train.trainer import device, evaluation_metrics, train_model
 
 log = logging.getLogger(__name__)
 
-# num_workers too: each loader worker draws its own augmentation stream, so it changes the trained weights
-_DATA_KEYS = {"image_size", "crop_pct", "mean", "std", "batch_size", "num_workers", "augment", "sampler"}
 
 
 def config(recipe: Recipe) -> dict[str, Any]:
@@ -26,7 +24,8 @@ def config(recipe: Recipe) -> dict[str, Any]:
         "seed": recipe.seed,
         "model": recipe.model.model_dump(),
         "finetune": recipe.finetune.model_dump(),
-        "data": recipe.data.model_dump(include=_DATA_KEYS),
+        # every data key but the split's (num_workers too: each worker draws its own augmentation stream)
+        "data": recipe.data.model_dump(exclude=SPLIT_DATA_KEYS),
         **ddp.config(),
     }
 

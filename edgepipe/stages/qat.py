@@ -10,7 +10,13 @@ from edgepipe.artifacts import StageResult, atomic_path
 from edgepipe.data.loaders import SplitData
 from edgepipe.models.preprocessing import Preprocessing
 from edgepipe.recipe import Recipe
-from edgepipe.stages.base import StageContext, StageSpec, seed_everything
+from edgepipe.stages.base import (
+    PREPROCESSING_DATA_KEYS,
+    SPLIT_DATA_KEYS,
+    StageContext,
+    StageSpec,
+    seed_everything,
+)
 from edgepipe.train import distributed as ddp
 from edgepipe.train.freeze import freezer_for
 from edgepipe.train.history import write_history
@@ -24,7 +30,7 @@ def config(recipe: Recipe) -> dict[str, Any]:
         "seed": recipe.seed,
         "qat": recipe.qat.model_dump(),
         "trainable_last": trainable_last(recipe)[0],
-        "data": recipe.data.model_dump(include={"batch_size", "num_workers", "augment", "sampler"}),
+        "data": recipe.data.model_dump(exclude=SPLIT_DATA_KEYS | PREPROCESSING_DATA_KEYS),
         **ddp.config(),
     }
 

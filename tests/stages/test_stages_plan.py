@@ -94,3 +94,25 @@ def test_a_data_key_changes_the_cache_key_of_exactly_the_stages_it_affects(key, 
     before, after = parse_recipe(BASE), parse_recipe({"name": "r", "data": {"root": "photos", key: value}})
     changed = {n for n in stages.listable() if stages.get(n).config(before) != stages.get(n).config(after)}
     assert changed == changes
+
+
+def test_every_data_key_is_in_the_cache_key_of_split_or_finetune_and_a_new_one_would_be_too(monkeypatch):
+    """Training stages hash their data section minus the keys they see through their inputs, so a key added to
+    DataConfig reaches the cache keys by default instead of being silently left out of them."""
+    from edgepipe.recipe import DataConfig
+    from edgepipe.stages import split as split_stage
+    from edgepipe.stages.base import PREPROCESSING_DATA_KEYS, SPLIT_DATA_KEYS
+
+    class Source:  # the folder's fingerprint is not what this test is about
+        def fingerprint(self) -> dict:
+            return {}
+
+    monkeypatch.setattr(split_stage, "open_source", lambda *_: Source())
+
+    recipe = parse_recipe(BASE)
+    fields = set(DataConfig.model_fields)
+    split = set(stages.get("split").config(recipe)) & fields
+    finetune = set(stages.get("finetune").config(recipe)["data"])
+    qat = set(stages.get("qat").config(recipe)["data"])
+    assert split == SPLIT_DATA_KEYS and split | finetune == fields and not split & finetune
+    assert qat == fields - SPLIT_DATA_KEYS - PREPROCESSING_DATA_KEYS
