@@ -79,6 +79,11 @@ def test_every_stage_writes_a_manifest_and_the_run_a_report(run):
     agreement = report["stages"]["export"]["metrics"]
     assert agreement["fp32"]["ort_agreement"] == 1.0
     assert agreement["int8"]["ort_agreement"] >= 0.8
+    # the measuring side profiles what export shipped: per-op accounts beside the rows, noted in the report
+    account = json.loads((run_dir / "bench" / "int8.ops.json").read_text())
+    assert set(account) == {"onnxruntime", "openvino"} and account["onnxruntime"]["int8_time_share"] > 0.5
+    assert any("per-op profile: bench/int8.ops.json" in n for n in report["notes"])
+    assert not list((run_dir / "export").glob("*.ops.json"))
     # the data is easy: a working pipeline must beat chance (33%) clearly
     assert rows[("fp32", "onnxruntime")]["top1"] > 60
 

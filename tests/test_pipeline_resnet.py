@@ -54,7 +54,9 @@ def test_resnet50_int8_onnx_has_no_batchnorm_and_loads_in_onnxruntime(run):
 def test_resnet50_int8_agrees_with_torch_and_runs_integer_convs_and_adds(run):
     metrics = json.loads((run["dir"] / "manifest.json").read_text())["metrics"]
     assert metrics["int8"]["ort_agreement"] >= run["recipe"].export.min_agreement
-    account = json.loads((run["dir"] / "int8.ops.json").read_text())["onnxruntime"]
+    from edgepipe.runtimes.onnxruntime import ort_op_account  # what the bench stage profiles
+
+    account = ort_op_account(run["dir"] / "int8.onnx", 1, np.zeros((1, 3, 32, 32), np.float32), runs=3)
     counts = account["optimized_op_counts"]
     # every conv and every skip add_relu fused into integer kernels (the Relu folds into the Add's Q)
     assert counts.get("QLinearConv") == 53 and counts.get("QLinearAdd") == 16

@@ -161,10 +161,36 @@ def run(ctx: StageContext) -> StageResult:
     }
     atomic_write_json(ctx.out_dir / "rows.json", out)
     atomic_write_json(ctx.out_dir / "predictions.json", {"labels": y.tolist(), "preds": preds})
+    accounts = _op_accounts(ctx, pre)
     return StageResult(
-        outputs={"rows": "rows.json", "predictions": "predictions.json"},
-        metrics={"rows": len(rows), "gates": gates},
+        outputs={"rows": "rows.json", "predictions": "predictions.json",
+                 **{f"ops_{key}": f"{key}.ops.json" for key in accounts}},  # fmt: skip
+        metrics={"rows": len(rows), "gates": gates, "op_account": accounts},
     )
+
+
+def _op_accounts(ctx: StageContext, pre: Preprocessing) -> dict[str, dict[str, Any]]:
+    """Which ops of the shipped FP32 and QAT INT8 files each runtime runs in INT8 and where its time goes (its
+    own profiler, on bench.threads): ``<key>.ops.json`` beside the rows, a summary per runtime returned."""
+    cfg = ctx.recipe.bench
+    sample = np.zeros((1, *pre.input_size), np.float32)
+    keep = ("int8_time_share", "time_share_by_kind")
+    out = {}
+    for label, key in (("fp32", "fp32"), ("int8-qat", "int8")):
+        onnx_path = ctx.inputs.get(f"onnx_{key}")
+        full = {}
+        for runtime in cfg.runtimes:
+            spec = runtime_spec(runtime)
+            profile = spec.profile_fn()
+            if profile is None or onnx_path is None:
+                continue
+            precision = {"precision": "auto"} if spec.takes_precision else {}  # as the loaders load it
+            path = ctx.inputs.get(artifact(runtime, label), onnx_path)
+            full[runtime] = profile(path, threads=cfg.threads, sample=sample, runs=20, **precision)
+        if full:
+            atomic_write_json(ctx.out_dir / f"{key}.ops.json", full)
+            out[key] = {rt: {k: a.get(k) for k in keep} for rt, a in full.items()}
+    return out
 
 
 def _bench_devices(ctx: StageContext, x: np.ndarray, y: np.ndarray, ort_logits: dict) -> list[dict]:
@@ -235,7 +261,7 @@ STAGE = StageSpec(
     name="bench",
     needs=("split", "onnx_fp32", "onnx_int8"),
     optional=("ir_fp32", "ir_int8", "onnx_ptq", "ir_ptq"),  # ir_ptq: ptq.method nncf
-    outputs=("rows", "predictions"),
+    outputs=("rows", "predictions", "ops_fp32", "ops_int8"),
     config=config,
     run=run,
 )

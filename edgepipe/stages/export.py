@@ -23,7 +23,9 @@ def config(recipe: Recipe) -> dict[str, Any]:
 
     # the targets as this machine checks them: a newly installed emulator re-runs the checks
     targets = [(p.target.name, p.how) for p in resolve(recipe.targets)] if recipe.export.target_images else []
-    return {"export": recipe.export.model_dump(), "bench_threads": recipe.bench.threads, "targets": targets}
+    # export.float_layers: auto times layers on bench.threads; everything else here is a transform or a check
+    threads = {"bench_threads": recipe.bench.threads} if recipe.export.float_layers == "auto" else {}
+    return {"export": recipe.export.model_dump(), **threads, "targets": targets}
 
 
 def target_sample(n: int, r: Recipe) -> np.ndarray:
@@ -70,24 +72,6 @@ def _target_gate(metrics: dict, r: Recipe) -> None:
 
 def _agreement(a: np.ndarray, b: np.ndarray) -> float:
     return float((a.argmax(1) == b.argmax(1)).mean())
-
-
-def _op_account(onnx_path, xml, pre: Preprocessing, threads: int, out) -> dict:
-    """Which ops run in INT8 and which in float, per runtime, and where the time goes (JSON beside the model).
-
-    The report carries the summary; the JSON has the per-op-type times from ORT's profiler and OpenVINO's
-    per-layer counters, so a user can see *why* a model is or is not faster."""
-    from edgepipe.runtimes.onnxruntime import ort_op_account
-
-    sample = np.zeros((1, *pre.input_size), np.float32)
-    full = {"onnxruntime": ort_op_account(onnx_path, threads, sample, runs=20)}
-    if xml is not None:
-        from edgepipe.runtimes.openvino import ov_op_account
-
-        full["openvino"] = ov_op_account(xml, "auto", threads, sample, runs=20)
-    atomic_write_json(out, full)
-    keep = ("int8_time_share", "time_share_by_kind")
-    return {rt: {k: a.get(k) for k in keep} for rt, a in full.items()}
 
 
 def _float_layers(path, pre: Preprocessing, r: Recipe) -> dict | None:
@@ -227,7 +211,6 @@ def run(ctx: StageContext) -> StageResult:
         xml, padded = write_model_files(export_model, path, list(pre.input_size), meta, r, qdq, numerics)
         mixed = _float_layers(path, pre, r) if qdq else None
         outputs[f"onnx_{key}"] = path.name
-        outputs[f"ops_{key}"] = f"{key}.ops.json"
         ref = torch_logits(reference, x)
         if not qdq:
             fp32_ref = ref
@@ -266,8 +249,6 @@ def run(ctx: StageContext) -> StageResult:
             idx = target_sample(len(x), r)  # FP32 on the targets' images: the top-1 each target is held to
             hit = fp32_ref[idx].argmax(1) == y[idx]
             m["targets_fp32_top1"] = 100.0 * float(hit.mean()) if len(idx) else None
-        m["op_account"] = _op_account(path, xml, pre, r.bench.threads,
-                                      ctx.out_dir / f"{key}.ops.json")
         metrics[key] = m
         log.info(
             "export %s: ORT agrees with torch on %.2f%% of %d test images",
@@ -306,8 +287,8 @@ STAGE = StageSpec(
     name="export",
     needs=("split", "checkpoint", "qat_checkpoint"),
     outputs=(
-        *("onnx_fp32", "ops_fp32", "ir_fp32", "ir_fp32_bin"),
-        *("onnx_int8", "ops_int8", "ir_int8", "ir_int8_bin"),  # ir_*: with export.openvino only
+        *("onnx_fp32", "ir_fp32", "ir_fp32_bin"),
+        *("onnx_int8", "ir_int8", "ir_int8_bin"),  # ir_*: with export.openvino only
     ),
     config=config,
     run=run,

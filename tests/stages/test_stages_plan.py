@@ -116,3 +116,14 @@ def test_every_data_key_is_in_the_cache_key_of_split_or_finetune_and_a_new_one_w
     qat = set(stages.get("qat").config(recipe)["data"])
     assert split == SPLIT_DATA_KEYS and split | finetune == fields and not split & finetune
     assert qat == fields - SPLIT_DATA_KEYS - PREPROCESSING_DATA_KEYS
+
+
+def test_bench_threads_are_in_the_bench_key_and_in_exports_only_when_export_times_layers():
+    before = parse_recipe(BASE)
+    after = parse_recipe({**BASE, "bench": {"threads": 1}})
+    changed = {n for n in ("export", "bench") if stages.get(n).config(before) != stages.get(n).config(after)}
+    assert changed == {"bench"}  # export transforms and checks; bench measures (and profiles)
+    auto = {**BASE, "export": {"float_layers": "auto"}}
+    assert stages.get("export").config(parse_recipe(auto)) != stages.get("export").config(
+        parse_recipe({**auto, "bench": {"threads": 1}})
+    )
