@@ -3,7 +3,6 @@ without torch, so the recipe and the registry can import it cheaply."""
 
 ATTENTIONS = ("se", "eca", "cbam", "none")
 FUSIONS = ("none", "multiscale")
-HEADS = ("linear", "arcmargin")
 # model.variant: the paper's block tables (minimalistic: no squeeze-excite, ReLU, 3x3 depthwise everywhere)
 MNV3_VARIANTS = ("standard", "minimalistic")
 HYBRIDS = ("none", "vit")
