@@ -232,6 +232,7 @@ class Verdict(_Strict):
     runtime: str
     batch_size: int
     max_top1_drop: float
+    ranked_by: str
     model: str | None
     runtime_label: str | None
     p50_ms: float | None

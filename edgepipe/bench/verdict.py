@@ -4,14 +4,17 @@ best float row on that runtime.
 A user reads a bench table to choose one file per deployment runtime; this says which, and why the faster
 rows were passed over. Float rows are those with no integer MACs in their graph (``int8_mac_share`` 0: the
 count comes from the exported graph, never from a file name). Rows are compared at one batch size (the
-smallest measured, as the accuracy-vs-latency plot). The speed-up divides by the fastest float row on the
-same runtime and batch, named; the paired speed-up (median of per-round ratios) is given when both rows were
-timed in alternating rounds.
+smallest measured, as the accuracy-vs-latency plot) and ranked by speed as ``_ranking`` says: by their
+alternating rounds when every row has them (single passes, timed minutes apart on a shared machine, can
+invert a 1.2x difference), else by p50. The speed-up divides by the fastest float row on the same runtime and
+batch, named; the paired speed-up (median of per-round ratios) is given when both rows were timed in rounds.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from edgepipe.bench.harness import paired_ratio
 
@@ -31,16 +34,28 @@ def _ref(row: dict[str, Any]) -> dict[str, Any]:
             "p50_ms": _p50(row)}  # fmt: skip
 
 
+def _ranking(rows: list[dict[str, Any]]) -> tuple[str, Any]:
+    """How rows are ranked by speed: the median of their round medians when every row was timed in the same
+    alternating rounds (rows that ran back to back: the comparison a shared machine's drift cannot skew),
+    else each row's own single-pass p50."""
+    rounds = [r["latency"].get("round_medians_ms") or [] for r in rows]
+    if rows and all(rounds) and len({len(x) for x in rounds}) == 1:
+        return "paired rounds", lambda r: float(np.median(r["latency"]["round_medians_ms"]))
+    return "single-pass p50", _p50
+
+
 def verdict(rows: list[dict[str, Any]], runtime: str, max_top1_drop: float) -> dict[str, Any] | None:
     """The pick for one runtime (None when the runtime has no rows)."""
     batches = sorted({r["batch_size"] for r in rows if r["runtime"] == runtime})
     if not batches:
         return None
     mine = [r for r in rows if r["runtime"] == runtime and r["batch_size"] == batches[0]]
+    ranked_by, _lat = _ranking(mine)
     floats = [r for r in mine if is_float(r)]
-    fastest_float = min(floats, key=_p50, default=None)
+    fastest_float = min(floats, key=_lat, default=None)
     out: dict[str, Any] = {
-        "runtime": runtime, "batch_size": batches[0], "max_top1_drop": max_top1_drop, "model": None,
+        "runtime": runtime, "batch_size": batches[0], "max_top1_drop": max_top1_drop, "ranked_by": ranked_by,
+        "model": None,
         "runtime_label": None, "p50_ms": None, "top1": None, "size_mb": None, "speedup": None,
         "speedup_paired": None, "floor": None, "best_float": None, "fastest_float": None, "passed_over": [],
         "reason": "",
@@ -55,8 +70,8 @@ def verdict(rows: list[dict[str, Any]], runtime: str, max_top1_drop: float) -> d
         return out
     floor = best_float["top1"] - max_top1_drop
     eligible = [r for r in scored if r["top1"] >= floor - 1e-9]
-    pick = min(eligible, key=_p50)  # best_float itself is always eligible
-    passed = [r for r in scored if _p50(r) < _p50(pick) and r["top1"] < floor - 1e-9]
+    pick = min(eligible, key=_lat)  # best_float itself is always eligible
+    passed = [r for r in scored if _lat(r) < _lat(pick) and r["top1"] < floor - 1e-9]
     base = fastest_float or pick
     out.update(
         model=pick["model"], runtime_label=pick["runtime_label"], p50_ms=_p50(pick), top1=pick["top1"],
@@ -65,7 +80,7 @@ def verdict(rows: list[dict[str, Any]], runtime: str, max_top1_drop: float) -> d
         speedup=_p50(base) / _p50(pick) if fastest_float and _p50(pick) > 0 else None,
         speedup_paired=paired_ratio(base["latency"].get("round_medians_ms"),
                                     pick["latency"].get("round_medians_ms")) if fastest_float else None,
-        passed_over=[{**_ref(r), "below_floor_by": floor - r["top1"]} for r in sorted(passed, key=_p50)],
+        passed_over=[{**_ref(r), "below_floor_by": floor - r["top1"]} for r in sorted(passed, key=_lat)],
     )  # fmt: skip
     return out
 
@@ -103,9 +118,11 @@ def markdown(items: list[dict[str, Any]]) -> list[str]:
                      f"{base['runtime_label']}")  # fmt: skip
         size = f", {v['size_mb']:.2f} MB" if v.get("size_mb") is not None else ""
         line = (
-            f"- **{v['runtime']}**: ship **{v['model']}** ({v['runtime_label']}): {v['p50_ms']:.3f} ms p50 "
-            f"at batch {v['batch_size']}, top-1 {v['top1']:.2f} (floor {v['floor']:.2f} = best float "
-            f"{v['best_float']['model']} {v['best_float']['top1']:.2f} - {drop:g}), {speed}{size}."
+            f"- **{v['runtime']}**: ship **{v['model']}** ({v['runtime_label']}; fastest by "
+            f"{v['ranked_by']}): {v['p50_ms']:.3f} ms p50 at batch {v['batch_size']}, "
+            f"top-1 {v['top1']:.2f} (floor {v['floor']:.2f} = best float {v['best_float']['model']} "
+            f"{v['best_float']['top1']:.2f} - "
+            f"{drop:g}), {speed}{size}."
         )
         if v["passed_over"]:
             line += (

@@ -39,11 +39,11 @@ def test_the_fastest_row_within_the_floor_wins_and_faster_rows_below_it_are_name
     for v in (ort, ov):
         Verdict.model_validate(v)  # the documented schema
     text = "\n".join(markdown([ort, ov]))
-    assert (
-        "ship **int8-qat** (onnxruntime)" in text and "3.33x (paired 4.00x) over fp32 · onnxruntime" in text
-    )
+    assert ort["ranked_by"] == "single-pass p50"  # int8-ptq has no rounds: one measure for every row
+    assert "ship **int8-qat** (onnxruntime; fastest by single-pass p50)" in text
+    assert "3.33x (paired 4.00x) over fp32 · onnxruntime" in text
     assert "Faster but below the floor: int8-ptq · onnxruntime (90.20" in text
-    assert "ship **fp32** (openvino-bf16)" in text and "itself the fastest float row" in text
+    assert "ship **fp32** (openvino-bf16;" in text and "itself the fastest float row" in text
 
 
 def test_a_looser_floor_ships_the_faster_ptq_model():
@@ -58,3 +58,14 @@ def test_without_accuracy_or_float_rows_the_runtime_is_not_judged_and_says_why()
     (v,) = verdicts(ROWS[1:3])
     assert v["model"] is None and "no float row" in v["reason"]
     assert "not judged: no float row" in "\n".join(markdown([v]))
+
+
+def test_rows_timed_in_the_same_rounds_are_ranked_by_them_not_by_their_single_passes():
+    # single passes minutes apart on a shared machine put FP32 ahead; back to back, INT8 is 1.25x faster
+    rows = [
+        _row("fp32", "onnxruntime", 0.375, 90.39, rounds=[0.50, 0.52, 0.49]),
+        _row("int8-qat", "onnxruntime", 0.445, 90.44, int8=1.0, rounds=[0.40, 0.41, 0.40]),
+    ]
+    (v,) = verdicts(rows)
+    assert (v["model"], v["ranked_by"]) == ("int8-qat", "paired rounds")
+    assert v["speedup_paired"] == pytest.approx(1.25) and v["speedup"] == pytest.approx(0.375 / 0.445)
