@@ -16,8 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from edgepipe.bench.harness import paired_ratio
-
 DEFAULT_MAX_TOP1_DROP = 0.5
 
 
@@ -51,8 +49,6 @@ def verdict(rows: list[dict[str, Any]], runtime: str, max_top1_drop: float) -> d
         return None
     mine = [r for r in rows if r["runtime"] == runtime and r["batch_size"] == batches[0]]
     ranked_by, _lat = _ranking(mine)
-    floats = [r for r in mine if is_float(r)]
-    fastest_float = min(floats, key=_lat, default=None)
     out: dict[str, Any] = {
         "runtime": runtime, "batch_size": batches[0], "max_top1_drop": max_top1_drop, "ranked_by": ranked_by,
         "model": None,
@@ -72,14 +68,14 @@ def verdict(rows: list[dict[str, Any]], runtime: str, max_top1_drop: float) -> d
     eligible = [r for r in scored if r["top1"] >= floor - 1e-9]
     pick = min(eligible, key=_lat)  # best_float itself is always eligible
     passed = [r for r in scored if _lat(r) < _lat(pick) and r["top1"] < floor - 1e-9]
-    base = fastest_float or pick
+    # the speed-up is the pick's own, against the bench's one baseline rule (rows.add_relative)
+    named = pick.get("baseline") or {}
+    base = next((r for r in mine if all(r[k] == named.get(k) for k in ("model", "runtime_label"))), None)
     out.update(
         model=pick["model"], runtime_label=pick["runtime_label"], p50_ms=_p50(pick), top1=pick["top1"],
         size_mb=pick.get("size_mb"), floor=floor, best_float=_ref(best_float),
-        fastest_float=_ref(base) if fastest_float else None,
-        speedup=_p50(base) / _p50(pick) if fastest_float and _p50(pick) > 0 else None,
-        speedup_paired=paired_ratio(base["latency"].get("round_medians_ms"),
-                                    pick["latency"].get("round_medians_ms")) if fastest_float else None,
+        fastest_float=_ref(base) if base is not None else None,
+        speedup=pick.get("speedup"), speedup_paired=pick.get("speedup_paired"),
         passed_over=[{**_ref(r), "below_floor_by": floor - r["top1"]} for r in sorted(passed, key=_lat)],
     )  # fmt: skip
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from edgepipe.bench.rows import add_relative, baseline_policy
 from edgepipe.bench.schema import Verdict
 from edgepipe.bench.verdict import markdown, verdicts
 
@@ -24,6 +25,7 @@ ROWS = [
     _row("int8-qat", "openvino", 1.5, 90.8, int8=0.99, precision="auto"),
     _row("int8-qat", "onnxruntime", 1.5, 90.7, int8=0.99, batch=8),  # another batch: not compared
 ]
+add_relative(ROWS, baseline_policy(["fp32"]))  # as every bench does: speed-ups name the fastest float
 
 
 def test_the_fastest_row_within_the_floor_wins_and_faster_rows_below_it_are_named():
@@ -66,6 +68,7 @@ def test_rows_timed_in_the_same_rounds_are_ranked_by_them_not_by_their_single_pa
         _row("fp32", "onnxruntime", 0.375, 90.39, rounds=[0.50, 0.52, 0.49]),
         _row("int8-qat", "onnxruntime", 0.445, 90.44, int8=1.0, rounds=[0.40, 0.41, 0.40]),
     ]
+    add_relative(rows, baseline_policy(["fp32"]))
     (v,) = verdicts(rows)
     assert (v["model"], v["ranked_by"]) == ("int8-qat", "paired rounds")
     assert v["speedup_paired"] == pytest.approx(1.25) and v["speedup"] == pytest.approx(0.375 / 0.445)
