@@ -31,6 +31,9 @@ def _cfg(**kw) -> ModelConfig:
 def _float_model(cfg: ModelConfig, x: torch.Tensor, size: int = SIZE):
     model, _ = build_model(cfg, 3, image_size=size)
     with torch.no_grad():
+        for m in model.modules():  # torchvision's zero_init_residual: an untrained ResNeXt-50 whose residual
+            if hasattr(m, "bn3"):  # branches are live turns a one-LSB rounding difference into another class
+                m.bn3.weight.zero_()  # (torch itself flips 1 of 8 between 1 and 2 threads); trained ones don't
         model.train()(x)  # BatchNorm statistics of x (random init collapses in eval otherwise)
     return model.eval()
 
@@ -96,7 +99,12 @@ def test_hybrid_int8_export_runs_matmuls_as_integer(tmp_path):
     so.optimized_model_filepath = str(tmp_path / "opt.onnx")
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     out = sess.run(None, {"input": x.numpy()})[0]
-    assert (out.argmax(1) == ref.argmax(1)).mean() == 1.0
+    err = np.abs(out - ref).max()
+    assert err <= 0.05 * np.ptp(ref), (err, np.ptp(ref))  # a few output LSBs: rounding, not another model
+    top2 = np.sort(ref, 1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 2 * err  # classes no rounding of this size can swap
+    assert clear.sum() >= 6, (ref, err)
+    assert (out.argmax(1) == ref.argmax(1))[clear].all()
     ops = Counter(n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node)
     assert ops["QGemm"] >= 2 * 4  # qkv, proj, fc1, fc2 of each block
     assert ops["MatMulIntegerToFloat"] + ops["QLinearMatMul"] == 2 * 2  # q.k and attn.v
