@@ -133,11 +133,9 @@ class OrtRuntime(Runtime):
         threads: int = 2,
         providers: list[str] | None = None,
         optimization: str = "all",
-        profile: bool = False,
     ):
         self.model_path = Path(model_path)
-        extra = {"enable_profiling": True} if profile else {}
-        self.session = make_session(model_path, threads, providers, optimization, **extra)
+        self.session = make_session(model_path, threads, providers, optimization)
         meta = self.session.get_inputs()[0]
         self.input_name = meta.name
         self.input_shape = normalize_shape(meta.shape)
@@ -148,17 +146,12 @@ class OrtRuntime(Runtime):
             "execution_mode": "sequential",
             "providers": self.session.get_providers(),
             "optimization": optimization,
-            "profile": profile,
         }
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         what = f"ONNX model {self.model_path.name}"
         batch = check_batch(batch, self.input_shape, self.input_dtype, what=what)
         return np.asarray(self.session.run(None, {self.input_name: batch})[0])
-
-    def end_profiling(self) -> str:
-        """Stop profiling (profile=True) and return the JSON path ORT wrote."""
-        return self.session.end_profiling()
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "model": str(self.model_path)}
