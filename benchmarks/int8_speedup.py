@@ -21,18 +21,20 @@ Writes benchmarks/results/int8_speedup_<cpu>.json and .md, <cpu> as bench.timing
 from __future__ import annotations
 
 import argparse
-import json
+import functools
 import logging
 import random
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from edgepipe.artifacts import atomic_write_json, atomic_write_text
-from edgepipe.bench.harness import alternating_rounds, model_size_mb, paired_ratio, round_medians
-from edgepipe.bench.timing import environment
+from edgepipe.bench.accuracy import agreement, score_logits
+from edgepipe.bench.harness import paired_ratio
+from edgepipe.bench.measure import Entry, Settings, measure
 from edgepipe.data.loaders import SplitData
 from edgepipe.recipe import load_recipe
 
@@ -42,24 +44,31 @@ MODELS = (
     "fp32", "int8-qat", "int8-qat-nopad", "int8-qat-mixed", "int8-qat-ov", "int8-qat-naive", "int8-ptq-ort",
     "int8-ptq-nncf",
 )  # fmt: skip
+PROFILE_RUNS = 30
 
 
-def export_all(
-    run: Path, size: int, work: Path, calib: int, recipe
-) -> tuple[dict[str, dict[str, Path]], dict, dict, dict]:
+class Exported(NamedTuple):
+    paths: dict[str, dict[str, Path]]  # model -> runtime -> the file it loads
+    preprocessing: Any
+    twins: dict[str, Any]  # model -> the torch model it came from (PTQ: the FP32 model it quantizes)
+    missing: dict[str, str]  # models that could not be built -> why
+    layer_profile: dict[str, Any]  # export.float_layers: auto's per-layer profile and choice
+
+
+def export_all(run: Path, size: int, work: Path, calib: int, recipe, threads: int) -> Exported:
     """Per model, the file each runtime loads: fp32 and int8-qat as export ships them (ONNX for ONNX Runtime,
     IR for OpenVINO: the ONNX with depthwise widths padded for ONNX Runtime, the IR from the unpadded
     export), int8-qat-nopad (the ONNX without that padding, export.pad_channels: 0; ONNX Runtime only),
     int8-qat-ov (the same QAT model with OpenVINO's Q/DQ placement, export.openvino_qdq: openvino; OpenVINO
-    only), int8-qat-mixed (our ONNX with the convolutions measured faster in float on
-    this CPU kept in float, export.float_layers: auto; ONNX Runtime only), the naive export and ORT's PTQ as
-    ONNX for both, NNCF's PTQ from each backend. The layer profile behind int8-qat-mixed is returned too.
-    Returns (paths, preprocessing, torch twins, models that could not be built -> reason)."""
+    only), int8-qat-mixed (our ONNX with the convolutions measured faster in float on this CPU kept in
+    float, export.float_layers: auto; ONNX Runtime only), the naive export and ORT's PTQ as ONNX for both,
+    NNCF's PTQ from each backend."""
     import torch
 
     from edgepipe.models.build import load_qat_model, rebuild
     from edgepipe.models.preprocessing import Preprocessing
     from edgepipe.quant.export import export_onnx, torchscript_export
+    from edgepipe.quant.mixed import choose_float_layers, profile_layers, write_float_layers
     from edgepipe.quant.ort_ptq import ort_static_quantize
     from edgepipe.quant.qdq import to_qdq_module
     from edgepipe.runtimes.openvino import convert_to_ir
@@ -79,15 +88,15 @@ def export_all(
     torchscript_export(qat_model, torch.zeros(1, *shape), onnx["int8-qat-naive"], 17)
     data = SplitData(run / "split" / "split.json", recipe.data, pre, recipe.seed)
     n_train = len(data.split["train"])
-    idx = sorted(random.Random(recipe.seed).sample(range(n_train), min(calib, n_train)))
-    ds = data.dataset("train")
-    x_cal = np.stack([ds[i][0].numpy() for i in idx]).astype(np.float32)
+    x_cal, _ = data.arrays("train", indices=sorted(random.Random(recipe.seed).sample(range(n_train),
+                                                                                      min(calib, n_train))))
     ort_static_quantize(onnx["fp32"], onnx["int8-ptq-ort"], x_cal, "minmax", meta)
     paths = {m: {"onnxruntime": onnx[m], "openvino": onnx[m]} for m in MODELS}
     for m, src in (("fp32", "fp32"), ("int8-qat", "int8-qat-nopad"), ("int8-qat-ov", "int8-qat-ov")):
         paths[m]["openvino"] = convert_to_ir(onnx[src], onnx[m].with_suffix(".xml"))  # as export ships it
     del paths["int8-qat-ov"]["onnxruntime"], paths["int8-qat-nopad"]["openvino"]
-    layer_profile = _mixed(onnx["int8-qat"], onnx["int8-qat-mixed"], shape)
+    profile = profile_layers(onnx["int8-qat"], shape, threads=threads)
+    chosen = write_float_layers(onnx["int8-qat"], onnx["int8-qat-mixed"], choose_float_layers(profile))
     paths["int8-qat-mixed"] = {"onnxruntime": onnx["int8-qat-mixed"]}
     missing: dict[str, str] = {}
     try:
@@ -99,62 +108,15 @@ def export_all(
     except Exception as exc:  # noqa: BLE001 - NNCF is an optional extra: its absence is a result
         missing["int8-ptq-nncf"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         del paths["int8-ptq-nncf"]
-    # each exported model is checked against the torch model it came from (PTQ: the FP32 model it quantizes)
-    torch_twin = {"fp32": rebuild(fp).eval(), "int8-qat": qat_model, "int8-qat-naive": qat_model}
-    torch_twin["int8-qat-ov"] = torch_twin["int8-qat-mixed"] = torch_twin["int8-qat-nopad"] = qat_model
-    torch_twin["int8-ptq-ort"] = torch_twin["int8-ptq-nncf"] = torch_twin["fp32"]
-    return paths, pre, torch_twin, missing, layer_profile
-
-
-def _mixed(int8: Path, out: Path, shape: list[int]) -> dict:
-    """export.float_layers: auto on our INT8 ONNX: the per-layer profile and the float choice it makes."""
-    import onnx
-
-    from edgepipe.quant.mixed import (
-        METADATA_KEY,
-        ORT_DISABLED_OPTIMIZERS,
-        apply_float_layers,
-        choose_float_layers,
-        profile_layers,
-    )
-
-    profile = profile_layers(int8, shape)
-    chosen = choose_float_layers(profile)
-    proto = onnx.load(str(int8))
-    apply_float_layers(proto, chosen)
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(list(ORT_DISABLED_OPTIMIZERS))
-    onnx.save(proto, str(out))
-    return {"float_layers": chosen, "profile": profile}
+    twins = {m: qat_model for m in MODELS if "qat" in m}
+    twins["fp32"] = twins["int8-ptq-ort"] = twins["int8-ptq-nncf"] = rebuild(fp).eval()
+    return Exported(paths, pre, twins, missing, {"float_layers": chosen, "profile": profile})
 
 
 def test_arrays(run: Path, pre, recipe, n: int) -> tuple[np.ndarray, np.ndarray]:
     data = SplitData(run / "split" / "split.json", recipe.data, pre, recipe.seed)
-    ds = data.dataset("test")
-    idx = sorted(random.Random(1).sample(range(len(ds)), min(n, len(ds))))
-    xs, ys = zip(*(ds[i] for i in idx), strict=True)
-    return np.stack([x.numpy() for x in xs]).astype(np.float32), np.array(ys)
-
-
-def alternate_timing(runtimes: dict, sample: np.ndarray, rounds: int, iters: int, warmup: int) -> dict:
-    """Round-robin (bench.harness.alternating_rounds): each round warms every model up (``warmup`` calls) and
-    times ``iters`` calls of it, in a shuffled order; p50 over all calls, the per-round medians (for paired
-    ratios) and their lowest and highest (how much the machine moved during the run)."""
-    out = {}
-    for k, per_round in alternating_rounds(runtimes, sample, rounds, iters, warmup).items():
-        flat = [t for one in per_round for t in one]
-        medians = round_medians(per_round)
-        out[k] = {
-            "p50_ms": float(np.percentile(flat, 50)),
-            "p90_ms": float(np.percentile(flat, 90)),
-            "mean_ms": float(np.mean(flat)),
-            "round_median_min_ms": min(medians),
-            "round_median_max_ms": max(medians),
-            "round_medians_ms": medians,  # round r of every model ran back to back: paired ratios
-            "rounds": len(per_round),
-            "samples": len(flat),
-        }
-    return out
+    total = len(data.split["test"])
+    return data.arrays("test", indices=sorted(random.Random(1).sample(range(total), min(n, total))))
 
 
 def modes(runtime: str, model: str, native: dict[str, list[str]]) -> list[tuple[str, dict]]:
@@ -170,30 +132,178 @@ def modes(runtime: str, model: str, native: dict[str, list[str]]) -> list[tuple[
     return out
 
 
-def add_speedups(rows: dict[str, dict], batches: list[int]) -> None:
-    """Per row and batch: speed-up over the runtime's FP32 at f32, and over its fastest float mode (named)."""
-    for row in rows.values():
-        floats = [r for r in rows.values() if r["model"] == "fp32" and r["runtime"] == row["runtime"]]
-        for b in batches:
-            cell = row.get(f"b{b}")
-            if cell is None:
-                continue
-            f32 = next((r for r in floats if r["mode"] == "f32" and f"b{b}" in r), None)
-            timed = [r for r in floats if f"b{b}" in r]
-            if f32:
-                cell["speedup_vs_f32"] = f32[f"b{b}"]["p50_ms"] / cell["p50_ms"]
-            if timed:
-                best = min(timed, key=lambda r: r[f"b{b}"]["p50_ms"])
-                cell["fastest_float"] = f"{row['runtime']} {best['mode']}"
-                cell["speedup_vs_fastest_float"] = best[f"b{b}"]["p50_ms"] / cell["p50_ms"]
-                # the same ratio taken within each round (both timed back to back), median over rounds:
-                # drift of the machine between rounds (the shared host's load) cancels out
-                paired = _paired(best[f"b{b}"], cell)
-                if paired is not None:
-                    pairs = zip(best[f"b{b}"]["round_medians_ms"], cell["round_medians_ms"], strict=True)
-                    ratios = [f / q for f, q in pairs]
-                    cell["paired_speedup_vs_fastest_float"] = paired
-                    cell["paired_speedup_range"] = [min(ratios), max(ratios)]
+def _kind(path: Path) -> str:
+    return "openvino-ir" if path.suffix == ".xml" else "onnx"
+
+
+def entries(exported: Exported, x: np.ndarray, y: np.ndarray, threads: int, native: dict[str, list[str]],
+            load=None) -> tuple[list[Entry], dict[tuple, dict[str, Any]], list[dict[str, str]]]:
+    """One measurement entry per model, runtime and mode, scored here once on the test images (top-1, and
+    agreement with the torch model it came from); a model a runtime rejects is a failed row, not an error.
+    Returns (entries, each entry's extra row keys by (model, runtime, precision), failures)."""
+    from edgepipe.runtimes.predict import runtime_logits, torch_logits
+
+    if load is None:
+        from edgepipe.runtimes import get_runtime as load
+    refs = {id(m): torch_logits(m, x).argmax(1) for m in {id(t): t for t in exported.twins.values()}.values()}
+    out, extras = [], {}
+    failed = [{"model": m, "runtime": "both", "mode": "-", "error": e} for m, e in exported.missing.items()]
+    for model, files in exported.paths.items():
+        for runtime, path in files.items():
+            for mode, opts in modes(runtime, model, native):
+                build = functools.partial(load, runtime, path, threads=threads, **opts)
+                try:
+                    rt = build()
+                    logits = runtime_logits(rt, x)
+                except Exception as exc:  # noqa: BLE001 - a model a runtime rejects is a result
+                    err = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+                    failed.append({"model": model, "runtime": runtime, "mode": mode, "error": err})
+                    log.warning("%s|%s|%s fails: %s", model, runtime, mode, err)
+                    continue
+                twin = exported.twins[model]
+                scores = {**score_logits(logits, y), "agreement": agreement(logits.argmax(1), refs[id(twin)])}
+                precision = mode if runtime == "openvino" else None
+                extras[(model, runtime, precision)] = {
+                    "mode": mode,
+                    "effective_precision": getattr(rt, "effective", {}).get("precision", "f32"),
+                    "torch_reference": "QAT fake-quant" if "qat" in model else "FP32",
+                }
+                del rt
+                out.append(Entry(model=model, file=path, kind=_kind(path), runtime=runtime, build=build,
+                                 input_size=list(x.shape[1:]), compute={}, is_float=model == "fp32",
+                                 precision=precision, score=lambda _rt, s=scores: s))
+    return out, extras, failed
+
+
+def add_vs_f32(rows: list[dict[str, Any]]) -> None:
+    """``speedup_vs_f32``: over the same runtime's FP32 at f32 and batch (measure's ``speedup`` divides by
+    the runtime's fastest float mode and names it)."""
+    for r in rows:
+        f32 = next((b for b in rows if b["model"] == "fp32" and b["runtime"] == r["runtime"]
+                    and b["batch_size"] == r["batch_size"] and b["precision"] in (None, "f32")), None)
+        r["speedup_vs_f32"] = f32["latency"]["p50_ms"] / r["latency"]["p50_ms"] if f32 else None
+
+
+class _Plain:
+    """A model as a user loads it with each runtime's defaults: ``InferenceSession(path)``,
+    ``core.compile_model(path, "CPU")``; no threads, precision or shape set."""
+
+    options = {"threads": None}
+
+    def __init__(self, runtime: str, path: Path):
+        if runtime == "onnxruntime":
+            import onnxruntime as ort
+
+            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            name = sess.get_inputs()[0].name
+            self.predict = lambda x: sess.run(None, {name: x})[0]
+        else:
+            import openvino as ov
+
+            request = ov.Core().compile_model(str(path), "CPU").create_infer_request()
+            self.predict = lambda x: request.infer({0: x})
+
+    def describe(self) -> dict[str, Any]:
+        return {"load": "the runtime's defaults"}
+
+
+def plain_entries(paths: dict, size: int, work: Path) -> list[Entry]:
+    """FP32 and our INT8 as shipped (ONNX for ONNX Runtime, IR with batch 1 fixed for OpenVINO) loaded with
+    the runtimes' defaults, and the IRs with a dynamic batch (as export wrote them before): is the INT8 file
+    fast for a user who sets nothing? Each way of loading is its own runtime, so the INT8 file's speed-up
+    divides by the FP32 file loaded the same way."""
+    from edgepipe.runtimes.openvino import convert_to_ir
+
+    dynamic = {m: convert_to_ir(paths[m]["onnxruntime"], work / f"{m}_{size}_dynamic.xml", batch=None)
+               for m in ("fp32", "int8-qat-nopad")}  # the IR export writes, before batch 1 was fixed
+    fp32, int8 = paths["fp32"], paths["int8-qat"]
+    pairs = {  # way of loading -> (runtime, FP32 file, INT8 file)
+        "onnxruntime (.onnx)": ("onnxruntime", fp32["onnxruntime"], int8["onnxruntime"]),
+        "openvino (.xml, batch 1)": ("openvino", fp32["openvino"], int8["openvino"]),
+        "openvino (.xml, dynamic batch)": ("openvino", dynamic["fp32"], dynamic["int8-qat-nopad"]),
+    }
+    return [
+        Entry(model=model, file=file, kind=_kind(file), runtime=label,
+              build=functools.partial(_Plain, runtime, file), input_size=[3, size, size], compute={},
+              is_float=model == "fp32")
+        for label, (runtime, fp32_file, int8_file) in pairs.items()
+        for model, file in (("fp32", fp32_file), ("int8-qat", int8_file))
+    ]
+
+
+def _slim(account: dict) -> dict:
+    keep = (
+        "optimized_op_counts",
+        "precision_counts",
+        "time_share_by_kind",
+        "int8_time_share",
+        "time_by_op_type_us",
+        "time_by_type_us",
+        "runs",
+    )
+    return {k: v for k, v in account.items() if k in keep}
+
+
+def op_accounts(exported: Exported, extras: dict[tuple, dict], threads: int, size: int) -> dict[str, dict]:
+    """Per model, runtime and mode (the naive export aside): which ops ran in INT8 and where the time went."""
+    from edgepipe.runtimes.onnxruntime import ort_op_account
+    from edgepipe.runtimes.openvino import ov_op_account
+
+    sample = np.zeros((1, 3, size, size), np.float32)
+    out = {}
+    for (model, runtime, _), extra in extras.items():
+        if model == "int8-qat-naive":
+            continue
+        path, mode = exported.paths[model][runtime], extra["mode"]
+        account = (ort_op_account(path, threads, sample, runs=PROFILE_RUNS) if runtime == "onnxruntime"
+                   else ov_op_account(path, mode, threads, sample, runs=PROFILE_RUNS))
+        out[f"{model}|{runtime}|{mode}"] = _slim(account)
+    return out
+
+
+def timing_settings(args, batches: list[int]) -> Settings:
+    """Every entry timed alone, then again in ``--rounds`` alternating rounds: per round, a short warm-up
+    and at least 3 calls and 0.2 s of them (batch 1: dozens of calls; a 224 px batch of 32: a few)."""
+    return Settings(threads=args.threads, batch_sizes=batches, warmup=5, min_iters=20, min_seconds=0.5,
+                    rounds=args.rounds, round_warmup=2, round_iters=3, round_min_seconds=0.2)
+
+
+def measure_size(args, recipe, size: int, native: dict[str, list[str]], work: Path) -> tuple[dict, dict]:
+    """One size's block of the results (rows, failures, op accounts and profiles) and its environment."""
+    from edgepipe.bench.op_profile import ort_op_classes
+
+    log.info("size %d: exporting", size)
+    exported = export_all(args.run, size, work, args.calibration_images, recipe, args.threads)
+    own = recipe.data.image_size
+    n_test = (args.test_images or 10**9) if size == own else args.other_size_images
+    x, y = test_arrays(args.run, exported.preprocessing, recipe, n_test)
+    todo, extras, failed = entries(exported, x, y, args.threads, native)
+    log.info("size %d: timing %d entries x %d rounds", size, len(todo), args.rounds)
+    measured = measure(todo, timing_settings(args, args.batches))
+    for row in measured.rows:
+        row.update(extras[(row["model"], row["runtime"], row["precision"])])
+    add_vs_f32(measured.rows)
+    log.info("size %d: the shipped files loaded the usual way", size)
+    plain = measure(plain_entries(exported.paths, size, work), timing_settings(args, [1]))
+    sample = np.zeros((1, 3, size, size), np.float32)
+    classes = {
+        m: ort_op_classes(exported.paths[m]["onnxruntime"], args.threads, sample, runs=PROFILE_RUNS)
+        for m in ("fp32", "int8-qat", "int8-qat-nopad", "int8-ptq-nncf")
+        if m in exported.paths
+    }
+    block = {
+        "test_images": len(y),
+        "trained_size": size == own,
+        "settings": measured.settings,
+        "baseline": measured.baseline,
+        "rows": measured.rows,
+        "op_account": op_accounts(exported, extras, args.threads, size),
+        "ort_op_classes": classes,
+        "ort_layer_profile": exported.layer_profile,
+        "plain_load": plain.rows,
+        "failed": failed,
+    }
+    return block, measured.environment
 
 
 def main() -> None:
@@ -227,94 +337,21 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     import torch
 
-    from edgepipe.runtimes import float_modes, get_runtime
-    from edgepipe.runtimes.onnxruntime import ort_op_account
-    from edgepipe.runtimes.openvino import native_float_precisions, ov_op_account
-    from edgepipe.runtimes.predict import runtime_logits, torch_logits
+    from edgepipe.runtimes import float_modes
+    from edgepipe.runtimes.openvino import native_float_precisions
 
     torch.set_num_threads(args.threads)
     recipe = load_recipe(args.recipe)
-    own = recipe.data.image_size
-    sizes = args.sizes or sorted({own, 224})
-    env = environment()
+    sizes = args.sizes or sorted({recipe.data.image_size, 224})
     native = {rt: [label for label, _ in float_modes(rt)] for rt in ("onnxruntime", "openvino")}
-    env["native_float"] = native
-    env["openvino_native_float"] = list(native_float_precisions())
-    name = args.cpu_name or env.get("cpu_name") or cpu_name()
-    results = {"environment": env, "threads": args.threads, "run": str(args.run), "sizes": {}}
+    results: dict[str, Any] = {"threads": args.threads, "run": str(args.run), "sizes": {}}
     with tempfile.TemporaryDirectory() as work:
         for size in sizes:
-            log.info("size %d: exporting", size)
-            built = export_all(args.run, size, Path(work), args.calibration_images, recipe)
-            paths, pre, twins, missing, layer_profile = built
-            n_test = (args.test_images or 10**9) if size == own else args.other_size_images
-            x, y = test_arrays(args.run, pre, recipe, n_test)
-            refs = {}
-            for m in {id(t): t for t in twins.values()}.values():
-                refs[id(m)] = torch_logits(m, x)
-            rts, rows = {}, {}
-            failed = [{"model": m, "runtime": "both", "mode": "-", "error": e} for m, e in missing.items()]
-            for model, files in paths.items():
-                for runtime, path in files.items():
-                    for mode, opts in modes(runtime, model, native):
-                        key = f"{model}|{runtime}|{mode}"
-                        try:
-                            rt = get_runtime(runtime, path, threads=args.threads, **opts)
-                            logits = runtime_logits(rt, x)
-                        except Exception as exc:  # noqa: BLE001 - a model a runtime rejects is a result
-                            err = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
-                            failed.append({"model": model, "runtime": runtime, "mode": mode, "error": err})
-                            log.warning("%s fails: %s", key, err)
-                            continue
-                        ref = refs[id(twins[model])]
-                        rts[key] = rt
-                        rows[key] = {
-                            "model": model,
-                            "runtime": runtime,
-                            "mode": mode,
-                            "file": path.suffix.lstrip("."),
-                            "effective_precision": getattr(rt, "effective", {}).get("precision", "f32"),
-                            "size_mb": round(model_size_mb(path), 3),
-                            "test_top1": 100.0 * float((logits.argmax(1) == y).mean()),
-                            "agreement_with_torch": float((logits.argmax(1) == ref.argmax(1)).mean()),
-                            "torch_reference": "QAT fake-quant" if "qat" in model else "FP32",
-                        }
-            for batch in args.batches:
-                sample = np.random.default_rng(0).standard_normal((batch, 3, size, size), dtype=np.float32)
-                iters = 20 if batch == 1 else 3
-                log.info("size %d batch %d: timing %d models x %d rounds", size, batch, len(rts), args.rounds)
-                lat = alternate_timing(rts, sample, args.rounds, iters, warmup=5 if batch == 1 else 2)
-                for key, t in lat.items():
-                    rows[key][f"b{batch}"] = t
-            add_speedups(rows, args.batches)
-            log.info("size %d: the shipped files loaded the usual way", size)
-            plain = plain_loads(paths, size, args.rounds, Path(work))
-            sample = np.zeros((1, 3, size, size), np.float32)
-            accounts = {}
-            for key, row in rows.items():
-                if row["model"] == "int8-qat-naive":
-                    continue
-                path = paths[row["model"]][row["runtime"]]
-                if row["runtime"] == "onnxruntime":
-                    accounts[key] = _slim(ort_op_account(path, args.threads, sample, runs=30))
-                else:
-                    mode = row["mode"]
-                    accounts[key] = _slim(ov_op_account(path, mode, args.threads, sample, runs=30))
-            classes = {
-                m: op_class_profile(paths[m]["onnxruntime"], args.threads, sample)
-                for m in ("fp32", "int8-qat", "int8-qat-nopad", "int8-ptq-nncf")
-                if m in paths
-            }
-            results["sizes"][str(size)] = {
-                "test_images": len(y),
-                "trained_size": size == own,
-                "rows": list(rows.values()),
-                "op_account": accounts,
-                "ort_op_classes": classes,
-                "ort_layer_profile": layer_profile,
-                "plain_load": plain,
-                "failed": failed,
-            }
+            results["sizes"][str(size)], env = measure_size(args, recipe, size, native, Path(work))
+    env["native_float"] = native
+    env["openvino_native_float"] = list(native_float_precisions())
+    results = {"environment": env, **results}
+    name = args.cpu_name or env.get("cpu_name") or cpu_name()
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"int8_speedup_{name}{'_' + args.tag if args.tag else ''}"
     atomic_write_json(stem.with_suffix(".json"), results)
@@ -322,155 +359,23 @@ def main() -> None:
     print(markdown(results, args.batches))
 
 
-class _Plain:
-    """A model as a user loads it with each runtime's defaults: ``InferenceSession(path)``,
-    ``core.compile_model(path, "CPU")``; no threads, precision or shape set."""
-
-    def __init__(self, runtime: str, path: Path):
-        if runtime == "onnxruntime":
-            import onnxruntime as ort
-
-            sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            name = sess.get_inputs()[0].name
-            self.predict = lambda x: sess.run(None, {name: x})[0]
-        else:
-            import openvino as ov
-
-            request = ov.Core().compile_model(str(path), "CPU").create_infer_request()
-            self.predict = lambda x: request.infer({0: x})
+def _by_key(rows: list[dict]) -> dict[str, dict[int, dict]]:
+    """Rows grouped as the table shows them: 'model|runtime|mode' -> batch size -> row."""
+    out: dict[str, dict[int, dict]] = {}
+    for r in rows:
+        out.setdefault(f"{r['model']}|{r['runtime']}|{r['mode']}", {})[r["batch_size"]] = r
+    return out
 
 
-def plain_loads(paths: dict, size: int, rounds: int, work: Path) -> dict:
-    """Batch 1, alternating rounds: FP32 and our INT8 as shipped (ONNX for ONNX Runtime, IR with batch 1
-    fixed for OpenVINO) loaded with the runtimes' defaults, and the IRs with a dynamic batch (as export
-    wrote them before): is the INT8 file fast for a user who sets nothing?"""
-    from edgepipe.runtimes.openvino import convert_to_ir
-
-    dynamic = {m: convert_to_ir(paths[m]["onnxruntime"], work / f"{m}_{size}_dynamic.xml", batch=None)
-               for m in ("fp32", "int8-qat-nopad")}  # the IR export writes, before batch 1 was fixed
-    fp32, int8 = paths["fp32"], paths["int8-qat"]
-    pairs = {  # (FP32 file, INT8 file) loaded the same way
-        "onnxruntime ({}.onnx)": ("onnxruntime", fp32["onnxruntime"], int8["onnxruntime"]),
-        "openvino ({}.xml, batch 1)": ("openvino", fp32["openvino"], int8["openvino"]),
-        "openvino ({}.xml, dynamic batch)": ("openvino", dynamic["fp32"], dynamic["int8-qat-nopad"]),
-    }
-    models, base_of = {}, {}
-    for label, (runtime, fp32_file, int8_file) in pairs.items():
-        f, q = f"fp32 {label.format('fp32')}", f"int8-qat {label.format('int8')}"
-        models[f], models[q] = _Plain(runtime, fp32_file), _Plain(runtime, int8_file)
-        base_of[f] = base_of[q] = f
-    sample = np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)
-    lat = alternate_timing(models, sample, rounds, iters=20, warmup=5)
-    for key, row in lat.items():
-        row["paired_speedup_vs_fp32"] = _paired(lat[base_of[key]], row)
-    return lat
-
-
-def op_class_profile(path: Path, threads: int, sample: np.ndarray, runs: int = 30) -> dict:
-    """ONNX Runtime per-node profile grouped into op classes, with the MACs each class does and its GMAC/s:
-    how far each class is from the compute bound (the FP32 and INT8 graphs do the same MACs per class);
-    ``nodes`` keeps every node's median time (the per-layer profile a mixed-precision choice reads)."""
-    import os
-    import re
-    from collections import defaultdict
-
-    import onnx
-    import onnxruntime as ort
-
-    from edgepipe.bench.macs import count_macs
-
-    graph = onnx.load(str(path)).graph
-    macs = count_macs(path)["by_node"]
-    klass = {}
-    for n in graph.node:
-        if n.op_type in ("Conv", "Gemm"):
-            w = next((i for i in graph.initializer if i.name == n.input[1]), None)
-            group = next((a.i for a in n.attribute if a.name == "group"), 1)
-            kind = (
-                "depthwise conv"
-                if group > 1
-                else (
-                    "first conv" if w is not None and len(w.dims) == 4 and w.dims[1] == 3 else "conv 1x1/kxk"
-                )
-            )
-            if n.op_type == "Gemm":
-                kind = "classifier (Gemm)"
-            for key in (n.name, *n.output):
-                klass[key] = kind
-    # the integer graph stores weights behind DequantizeLinear: classify by the DQ'd weight's shape instead
-    dq = {n.output[0]: n for n in graph.node if n.op_type == "DequantizeLinear"}
-    inits = {i.name: i for i in graph.initializer}
-    for n in graph.node:
-        if n.op_type == "Conv" and n.input[1] in dq:
-            w = inits.get(dq[n.input[1]].input[0])
-            group = next((a.i for a in n.attribute if a.name == "group"), 1)
-            kind = (
-                "depthwise conv"
-                if group > 1
-                else ("first conv" if w is not None and w.dims[1] == 3 else "conv 1x1/kxk")
-            )
-            for key in (n.name, *n.output):
-                klass[key] = kind
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads, so.log_severity_level = threads, 1, 3
-    so.enable_profiling = True
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    for _ in range(runs + 1):
-        sess.run(None, {"input": sample})
-    prof = sess.end_profiling()
-    events = json.loads(Path(prof).read_text())
-    os.unlink(prof)
-    per_node: dict[str, list[float]] = defaultdict(list)
-    ops = {}
-    for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            name = e["name"][: -len("_kernel_time")]
-            per_node[name].append(e["dur"])
-            ops[name] = e["args"]["op_name"]
-    out: dict[str, dict] = defaultdict(lambda: {"ms": 0.0, "gmacs": 0.0, "nodes": 0})
-    for name, durs in per_node.items():
-        base = re.sub(r"(_token_\d+|_nchwc)$", "", name)
-        kind = klass.get(base) or klass.get(re.sub(r"_output_0$", "", base))
-        if kind is None:
-            op = ops[name]
-            kind = {
-                "QLinearMul": "HardSwish/SE multiply",
-                "Mul": "HardSwish/SE multiply",
-                "QLinearAdd": "adds (residual + HardSwish gate)",
-                "Add": "adds (residual + HardSwish gate)",
-                "HardSigmoid": "HardSwish/SE multiply",
-            }.get(op, "other (pool, layout, Q/DQ)")
-        row = out[kind]
-        row["ms"] += float(np.median(durs[1:] if len(durs) > 1 else durs)) / 1e3
-        row["nodes"] += 1
-        mac = macs.get(base) or macs.get(re.sub(r"_output_0$", "", base)) or 0
-        row["gmacs"] += mac / 1e9
-    for row in out.values():
-        row["gmac_per_s"] = row["gmacs"] / (row["ms"] / 1e3) if row["ms"] and row["gmacs"] else None
-    nodes = {
-        name: {"op": ops[name], "ms": round(float(np.median(d[1:] if len(d) > 1 else d)) / 1e3, 4)}
-        for name, d in sorted(per_node.items(), key=lambda kv: -float(np.median(kv[1])))
-    }
-    return {"classes": dict(out), "nodes": nodes}
-
-
-def _slim(account: dict) -> dict:
-    keep = (
-        "optimized_op_counts",
-        "precision_counts",
-        "time_share_by_kind",
-        "int8_time_share",
-        "time_by_op_type_us",
-        "time_by_type_us",
-        "runs",
-    )
-    return {k: v for k, v in account.items() if k in keep}
+def _fastest_float(row: dict) -> str | None:
+    b = row.get("baseline")
+    return None if b is None else f"{b['runtime']} {b['precision'] or 'f32'}"
 
 
 def targets(block: dict, size: int, trained: bool) -> list[str]:
     """The issue's targets at batch 1: speed-up over the runtime's fastest float (1.5x at 224 px, 2.0x at the
     trained size), faster than NNCF's INT8, top-1 at least every PTQ's and within 0.2 of FP32, agreement."""
-    rows = {f"{r['model']}|{r['runtime']}|{r['mode']}": r for r in block["rows"]}
+    rows = {k: by[1] for k, by in _by_key(block["rows"]).items() if 1 in by}
     ours = [
         (rt, label, rows.get(f"{m}|{rt}|{mode}"))
         for rt, label, m, mode in (
@@ -483,20 +388,20 @@ def targets(block: dict, size: int, trained: bool) -> list[str]:
     out = []
     need = 1.5 if size >= 224 else 2.0
     for rt, label, q in ours:
-        if q is None or "b1" not in q:
+        if q is None:
             continue
-        sp = q["b1"].get("speedup_vs_fastest_float", 0.0)
-        paired = q["b1"].get("paired_speedup_vs_fastest_float", sp)
+        sp = q.get("speedup") or 0.0
+        paired = q.get("speedup_paired") or sp
         ok = sp >= need and paired >= need  # met only if both estimates say so
         out.append(
             f"- {rt}: our INT8{label} at least {need}x faster than the fastest float "
-            f"({q['b1'].get('fastest_float')}): {sp:.2f}x (p50s), {paired:.2f}x (paired per round) "
+            f"({_fastest_float(q)}): {sp:.2f}x (p50s), {paired:.2f}x (paired per round) "
             f"-> {'met' if ok else 'NOT met'}"
         )
         nn = rows.get(f"int8-ptq-nncf|{rt}|{'f32' if rt == 'onnxruntime' else 'auto'}")
-        if nn and "b1" in nn:
-            a, b = q["b1"]["p50_ms"], nn["b1"]["p50_ms"]
-            ratio = _paired(nn["b1"], q["b1"])
+        if nn:
+            a, b = q["latency"]["p50_ms"], nn["latency"]["p50_ms"]
+            ratio = paired_ratio(nn["latency"].get("round_medians_ms"), q["latency"].get("round_medians_ms"))
             ok = a < b and (ratio is None or ratio > 1.0)
             out.append(
                 f"- {rt}: our INT8{label} faster than NNCF's INT8: {a:.3f} vs {b:.3f} ms"
@@ -509,17 +414,17 @@ def targets(block: dict, size: int, trained: bool) -> list[str]:
         ptqs = [r for k, r in rows.items() if k.startswith("int8-ptq") and r["runtime"] == rt and r["mode"] in
                 ("f32", "auto")]
         if f:
-            best = max((p["test_top1"] for p in ptqs), default=0.0)
-            ok = q["test_top1"] >= f["test_top1"] - 0.2 and q["test_top1"] >= best
+            best = max((p["top1"] for p in ptqs), default=0.0)
+            ok = q["top1"] >= f["top1"] - 0.2 and q["top1"] >= best
             out.append(
                 f"- {rt}: INT8{label} top-1 within 0.2 points of FP32 and at least every PTQ's: "
-                f"{q['test_top1']:.2f}% vs FP32 {f['test_top1']:.2f}%, best PTQ {best:.2f}% "
+                f"{q['top1']:.2f}% vs FP32 {f['top1']:.2f}%, best PTQ {best:.2f}% "
                 f"-> {'met' if ok else 'NOT met'}"
             )
-        a = q["agreement_with_torch"]
+        a = q["agreement"]
         out.append(
-            f"- {rt}: INT8{label} agrees with the torch fake-quant model on at least 99.5%: {100 * a:.2f}% "
-            f"-> {'met' if a >= 0.995 else 'NOT met'}"
+            f"- {rt}: INT8{label} agrees with the torch fake-quant model on at least 99.5%: {a:.2f}% "
+            f"-> {'met' if a >= 99.5 else 'NOT met'}"
         )
     return out
 
@@ -531,20 +436,22 @@ def _ratio(profiles) -> str:
     return f"{sum(p['int8_ms'] for p in ps) / sum(p['float_ms'] for p in ps):.2f} ({len(ps)} layers)"
 
 
-def _paired(slow: dict, fast: dict) -> float | None:
-    return paired_ratio(slow.get("round_medians_ms"), fast.get("round_medians_ms"))
+def _spread(row: dict) -> str:
+    rounds = row["latency"].get("round_medians_ms") or [row["latency"]["p50_ms"]]
+    return f"{min(rounds):.3f}–{max(rounds):.3f}"
 
 
-def _speedup_cell(cell: dict | None) -> str:
-    if not cell:
+def _speedup_cell(row: dict | None) -> str:
+    if not row:
         return " – | – | – |"
-    f32, best = cell.get("speedup_vs_f32"), cell.get("speedup_vs_fastest_float")
-    spread = f"{cell['round_median_min_ms']:.3f}–{cell['round_median_max_ms']:.3f}"
+    f32, best = row.get("speedup_vs_f32"), row.get("speedup")
     vs_f32 = f"{f32:.2f}x" if f32 else "–"
-    vs_best = f"{best:.2f}x vs {cell['fastest_float']}" if best else "–"
-    if best and "paired_speedup_vs_fastest_float" in cell:
-        vs_best += f" (paired {cell['paired_speedup_vs_fastest_float']:.2f}x)"
-    return f" {cell['p50_ms']:.3f} ({spread}) | {vs_f32} | {vs_best} |"
+    vs_best = f"{best:.2f}x vs {_fastest_float(row)}" if best else "–"
+    if best and row.get("speedup_paired") is not None:
+        iqr = row.get("speedup_paired_iqr")
+        spread = f", IQR {iqr[0]:.2f}–{iqr[1]:.2f}" if iqr and not row.get("is_baseline") else ""
+        vs_best += f" (paired {row['speedup_paired']:.2f}x{spread})"
+    return f" {row['latency']['p50_ms']:.3f} ({_spread(row)}) | {vs_f32} | {vs_best} |"
 
 
 def markdown(results: dict, batches: list[int]) -> str:
@@ -556,16 +463,17 @@ def markdown(results: dict, batches: list[int]) -> str:
         f"CPU: {env['cpu_model']} (`{env.get('cpu_name', '?')}`), {env['logical_cores']} logical cores, "
         f"ISA: {', '.join(env['isa_flags'])}; {results['threads']} threads; "
         f"onnxruntime {env['packages']['onnxruntime']}, openvino {env['packages']['openvino']}. "
-        f"Produced by `benchmarks/int8_speedup.py` from the run `{results['run']}`; latency: p50 over all "
-        "calls of alternating rounds, in brackets the lowest and highest per-round median.",
+        f"Produced by `benchmarks/int8_speedup.py` from the run `{results['run']}` through the measurement "
+        "core (`edgepipe.bench.measure`); latency: p50 of each row timed alone, in brackets the lowest and "
+        "highest per-round median of the alternating rounds.",
         "",
         "Native float modes on this CPU (the float baselines): "
         + "; ".join(f"{rt}: {', '.join(m)}" for rt, m in native.items())
         + ". Every speed-up names its baseline: `vs f32` divides the same runtime's FP32 at f32, "
         "`vs fastest` its fastest FP32 float mode at that batch (p50 over p50; `paired`: the median "
         "over rounds of the same ratio within each round, where both ran back to back, so drift of the "
-        "shared machine between rounds cancels; a target counts as met only if both reach it). "
-        "OpenVINO mode `auto` is how our loaders "
+        "shared machine between rounds cancels, with the interquartile range of the per-round ratios; a "
+        "target counts as met only if both reach it). OpenVINO mode `auto` is how our loaders "
         "load an INT8 model (the plugin's default precision, bf16 float layers on a bf16 CPU); `f32` pins "
         "the hint.",
         "",
@@ -582,14 +490,15 @@ def markdown(results: dict, batches: list[int]) -> str:
             head += f" p50 ms b{b} | vs f32 b{b} | vs fastest b{b} |"
             sep += "---|---|---|"
         out += [head, sep]
-        for r in block["rows"]:
+        for by in _by_key(block["rows"]).values():
+            r = next(iter(by.values()))
+            file = "xml" if r["kind"] == "openvino-ir" else "onnx"
             line = (
-                f"| {r['model']} | {r['runtime']} | {r['mode']} ({r['effective_precision']}) | {r['file']} | "
-                f"{r['test_top1']:.2f} | {100 * r['agreement_with_torch']:.2f}% ({r['torch_reference']}) | "
-                f"{r['size_mb']:.2f} |"
+                f"| {r['model']} | {r['runtime']} | {r['mode']} ({r['effective_precision']}) | {file} | "
+                f"{r['top1']:.2f} | {r['agreement']:.2f}% ({r['torch_reference']}) | {r['size_mb']:.2f} |"
             )
             for b in batches:
-                line += _speedup_cell(r.get(f"b{b}"))
+                line += _speedup_cell(by.get(b))
             out.append(line)
         for f in block.get("failed", []):
             out.append(f"| {f['model']} | {f['runtime']} | {f['mode']} | fails: {f['error']} |")
@@ -603,8 +512,9 @@ def markdown(results: dict, batches: list[int]) -> str:
                 "",
                 "| file, runtime | p50 ms | INT8 over FP32 |",
                 "|---|---|---|",
-                *(f"| {k} | {v['p50_ms']:.3f} ({v['round_median_min_ms']:.3f}–{v['round_median_max_ms']:.3f})"
-                  f" | {v['paired_speedup_vs_fp32']:.2f}x |" for k, v in plain.items()),
+                *(f"| {r['model']} {r['runtime']} | {r['latency']['p50_ms']:.3f} ({_spread(r)}) | "
+                  + (f"{r['speedup_paired']:.2f}x" if r.get("speedup_paired") is not None else "–") + " |"
+                  for r in plain),
                 "",
             ]
         lp = block.get("ort_layer_profile")

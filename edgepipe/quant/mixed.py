@@ -168,3 +168,17 @@ def _with_batch_one(model: onnx.ModelProto, input_size: list[int]) -> onnx.Model
 def choose_float_layers(profile: dict[str, dict[str, Any]], margin: float = 0.9) -> list[str]:
     """Layers whose float time is below ``margin`` x their int8 time (a clear win, not noise)."""
     return [name for name, p in profile.items() if p["float_ms"] < margin * p["int8_ms"]]
+
+
+def write_float_layers(src: Path, dst: Path, names: list[str] | tuple[str, ...]) -> list[str]:
+    """``src`` with the named convolutions in float (apply_float_layers), saved as ``dst``; when any are, the
+    metadata asks our ORT loader to keep ORT_DISABLED_OPTIMIZERS off. Returns the layers changed."""
+    import json
+
+    proto = onnx.load(str(src))
+    if names:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(list(ORT_DISABLED_OPTIMIZERS))
+    changed = apply_float_layers(proto, names)
+    onnx.save(proto, str(dst))
+    return changed

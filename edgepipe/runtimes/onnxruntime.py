@@ -133,11 +133,9 @@ class OrtRuntime(Runtime):
         threads: int = 2,
         providers: list[str] | None = None,
         optimization: str = "all",
-        profile: bool = False,
     ):
         self.model_path = Path(model_path)
-        extra = {"enable_profiling": True} if profile else {}
-        self.session = make_session(model_path, threads, providers, optimization, **extra)
+        self.session = make_session(model_path, threads, providers, optimization)
         meta = self.session.get_inputs()[0]
         self.input_name = meta.name
         self.input_shape = normalize_shape(meta.shape)
@@ -148,7 +146,6 @@ class OrtRuntime(Runtime):
             "execution_mode": "sequential",
             "providers": self.session.get_providers(),
             "optimization": optimization,
-            "profile": profile,
         }
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
@@ -156,29 +153,64 @@ class OrtRuntime(Runtime):
         batch = check_batch(batch, self.input_shape, self.input_dtype, what=what)
         return np.asarray(self.session.run(None, {self.input_name: batch})[0])
 
-    def end_profiling(self) -> str:
-        """Stop profiling (profile=True) and return the JSON path ORT wrote."""
-        return self.session.end_profiling()
-
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "model": str(self.model_path)}
 
 
-def _node_times(events: list[dict]) -> dict[str, float]:
-    """Sum kernel time (µs) per op type, ignoring the first model_run (warm-up: allocations, prepacking)."""
+def _warm_end(events: list[dict]) -> float:
+    """When the first model_run ended (its kernels are the warm-up: allocations, prepacking); -1: one run."""
     runs = sorted(
         (e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
         key=lambda e: e["ts"],
     )
-    warm_end = runs[0]["ts"] + runs[0]["dur"] if len(runs) > 1 else -1
-    times: dict[str, float] = defaultdict(float)
+    return runs[0]["ts"] + runs[0]["dur"] if len(runs) > 1 else -1
+
+
+def _kernel_events(events: list[dict]):
+    """(node name, op type, µs) of every kernel that ran after the warm-up run."""
+    warm_end = _warm_end(events)
     for e in events:
-        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
+        name = str(e.get("name", ""))
+        if e.get("cat") != "Node" or not name.endswith("_kernel_time") or e["ts"] <= warm_end:
             continue
-        if e["ts"] <= warm_end:
-            continue
-        times[e.get("args", {}).get("op_name", "?")] += float(e.get("dur", 0))
+        yield name[: -len("_kernel_time")], e.get("args", {}).get("op_name", "?"), float(e.get("dur", 0))
+
+
+def _node_times(events: list[dict]) -> dict[str, float]:
+    """Sum kernel time (µs) per op type, ignoring the first model_run (warm-up)."""
+    times: dict[str, float] = defaultdict(float)
+    for _, op, dur in _kernel_events(events):
+        times[op] += dur
     return dict(times)
+
+
+def profile_events(model_path, threads: int, sample: np.ndarray, runs: int) -> list[dict]:
+    """ORT's profile of ``runs`` + 1 runs (the first: warm-up), written to and read back from a temp
+    folder, so no ``onnxruntime_profile_*.json`` is ever left in the working directory."""
+    if runs < 1:
+        raise BenchInputError(f"runs must be >= 1, got {runs}; fix: pass runs=20 or more")
+    with tempfile.TemporaryDirectory(prefix="edgepipe-ort-") as tmp:
+        prof = make_session(
+            model_path, threads, enable_profiling=True, profile_file_prefix=str(Path(tmp) / "profile"),
+            log_severity_level=3,
+        )
+        meta = prof.get_inputs()[0]
+        feed = {meta.name: check_batch(sample, normalize_shape(meta.shape), what="profile sample")}
+        for _ in range(int(runs) + 1):
+            prof.run(None, feed)
+        return json.loads(Path(prof.end_profiling()).read_text())
+
+
+def node_profile(model_path, threads: int, sample: np.ndarray, runs: int = 30) -> dict[str, dict[str, Any]]:
+    """Per executed node (ORT's names, after fusion): its op type and the median of its kernel times (ms),
+    slowest first; the warm-up run is dropped."""
+    durations: dict[str, list[float]] = defaultdict(list)
+    ops: dict[str, str] = {}
+    for name, op, dur in _kernel_events(profile_events(model_path, threads, sample, runs)):
+        durations[name].append(dur)
+        ops[name] = op
+    nodes = {name: {"op": ops[name], "ms": float(np.median(d)) / 1e3} for name, d in durations.items()}
+    return dict(sorted(nodes.items(), key=lambda kv: -kv[1]["ms"]))
 
 
 def ort_op_account(model_path, threads: int, sample: np.ndarray, runs: int = 20) -> dict[str, Any]:
@@ -197,19 +229,7 @@ def ort_op_account(model_path, threads: int, sample: np.ndarray, runs: int = 20)
         graph = onnx.load(str(opt_path), load_external_data=False).graph
         counts = Counter(n.op_type for n in graph.node)
 
-        prof = make_session(
-            model_path, threads, enable_profiling=True, profile_file_prefix=str(Path(tmp) / "profile")
-        )
-        meta = prof.get_inputs()[0]
-        feed = {meta.name: check_batch(sample, normalize_shape(meta.shape), what="op account sample")}
-        for _ in range(int(runs) + 1):  # +1: the warm-up run, dropped in _node_times
-            prof.run(None, feed)
-        profile_file = Path(prof.end_profiling())
-        try:
-            events = json.loads(profile_file.read_text())
-        finally:
-            profile_file.unlink(missing_ok=True)
-
+    events = profile_events(model_path, threads, sample, runs)
     times = _node_times(events)
     total = sum(times.values()) or 1.0
     kinds = {op: op_kind(op) for op in set(counts) | set(times)}

@@ -92,7 +92,7 @@ register_runtime(
         package="onnxruntime",
         suffixes=(".onnx",),
         artifact="onnx",
-        options=("threads", "providers", "optimization", "profile"),
+        options=("threads", "providers", "optimization"),
         profiler="edgepipe.runtimes.onnxruntime:ort_op_account",
         isa=("avx2", "avx512_vnni", "avx_vnni", "amx_int8"),  # its CPU provider has no x86 fp16/bf16 kernels
     )

@@ -44,7 +44,7 @@ def run(ctx: StageContext) -> StageResult:
     model.to(dev)
     freezer = freezer_for(model, r.model.arch, r.model.freeze.trainable_last, r.model.freeze.schedule)
     freeze = freezer.summary(model) if freezer is not None else None
-    result = train_model(model, data, r, cfg, dev, freezer, amp=cfg.amp, resume=ctx.resume_state("finetune"))
+    result = train_model(model, data, r, cfg, dev, freezer, resume=ctx.resume_state("finetune"))
     if not ddp.is_main():  # rank 0 evaluates and writes the stage
         return StageResult()
     if result.best_state is not None:

@@ -20,6 +20,7 @@ from edgepipe.stages.base import (
 from edgepipe.train import distributed as ddp
 from edgepipe.train.freeze import freezer_for
 from edgepipe.train.history import write_history
+from edgepipe.train.loop import FitHooks
 from edgepipe.train.trainer import device, evaluation_metrics, train_model
 
 log = logging.getLogger(__name__)
@@ -111,8 +112,8 @@ def run(ctx: StageContext) -> StageResult:
         if epoch >= observer_epoch:
             freeze_observers(model)
 
-    result = train_model(model, data, r, cfg, dev, freezer, on_epoch_start=on_epoch_start,
-                         eval_context=lambda: _observers_paused(model), resume=resume)
+    hooks = FitHooks(on_epoch_start=on_epoch_start, eval_context=lambda: _observers_paused(model))
+    result = train_model(model, data, r, cfg, dev, freezer, hooks=hooks, resume=resume)
     if not ddp.is_main():  # rank 0 evaluates and writes the stage
         return StageResult()
     if result.best_state is not None:

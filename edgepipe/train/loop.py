@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any
 from edgepipe.errors import RecipeError
 from edgepipe.progress import track
 from edgepipe.train import autotune, distributed, precision
+from edgepipe.train import resume as resuming
 from edgepipe.train.optim import as_schedule
 
 if TYPE_CHECKING:
     from edgepipe.train.freeze import Freezer
-    from edgepipe.train.resume import ResumeState
 
 log = logging.getLogger(__name__)
 
@@ -138,145 +138,220 @@ def evaluate(model, loader, device, criterion=None, description: str = "eval") -
     }
 
 
+@dataclass(frozen=True)
+class FitSettings:
+    """How fit trains: the length, early stopping and speed switches of a finetune or qat section.
+
+    ``amp``, ``channels_last`` and ``compile`` set to ``auto`` are decided by timing a few steps of each
+    candidate (autotune.py); ``max_batches`` caps each epoch (smoke runs)."""
+
+    epochs: int
+    patience: int
+    amp: str = "off"
+    channels_last: str = "off"
+    compile: str = "off"
+    max_batches: int | None = None
+    grad_clip_norm: float | None = None
+
+    def check(self, device) -> None:
+        """An impossible explicit setting fails before any measuring."""
+        precision.amp_dtype(self.amp, device)
+        precision.channels_last(self.channels_last, device)
+        if self.compile not in precision.LAYOUT_SETTINGS:
+            choices = ", ".join(precision.LAYOUT_SETTINGS)
+            raise RecipeError(f"compile: {self.compile!r} is not one of {choices}; fix: use one of them")
+
+    def steps(self, loader) -> int:
+        return len(loader) if self.max_batches is None else min(len(loader), self.max_batches)
+
+
+@dataclass(frozen=True)
+class FitHooks:
+    """What a stage adds to the loop: QAT freezes observers and BatchNorm at an epoch's start and validates
+    with its observers paused; ``on_epoch_end`` sees each epoch's history row."""
+
+    on_epoch_start: Callable[[int], None] | None = None
+    on_epoch_end: Callable[[int, dict], None] | None = None
+    eval_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+
+
+@dataclass
+class _Run:
+    """What every epoch of one fit shares: the parts handed in and the speed decision's consequences."""
+
+    model: Any
+    train_loader: Any
+    val_loader: Any
+    optimizer: Any
+    schedule: Any
+    criterion: Any
+    device: Any
+    settings: FitSettings
+    hooks: FitHooks
+    freezer: Freezer | None
+    decision: autotune.Decision
+    scaler: Any
+    net: Any = None  # what trains: the model, DDP-wrapped and compiled as decided
+    wrapped_at: int | None = None  # frozen blocks when ``net`` was wrapped
+
+    @property
+    def keep_eval(self) -> Sequence[Any]:
+        return self.freezer.frozen if self.freezer is not None else ()
+
+
 def fit(
     model,
     train_loader,
     val_loader,
     *,
-    epochs: int,
     optimizer,
     scheduler,
     criterion,
     device,
-    patience: int,
-    amp: str = "off",
-    channels_last: str = "off",
-    compile: str = "off",
-    max_batches: int | None = None,
-    on_epoch_start: Callable[[int], None] | None = None,
-    on_epoch_end: Callable[[int, dict], None] | None = None,
-    start_epoch: int = 0,
-    result: FitResult | None = None,
-    eval_context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-    grad_clip_norm: float | None = None,
+    settings: FitSettings,
+    hooks: FitHooks | None = None,
     freezer: Freezer | None = None,
-    resume: ResumeState | None = None,
+    resume: resuming.ResumeState | None = None,
 ) -> FitResult:
     """Train with early stopping on val top-1, keeping the best weights (in memory).
 
     ``scheduler`` steps per batch and, for a plateau schedule, per epoch on val top-1 (see optim.py);
     ``freezer`` sets the trainable blocks at each epoch's start (see freeze.py); ``resume`` continues from
     a saved state and saves one after every epoch (see resume.py). ``model`` is the plain module: under
-    torchrun it is trained through DDP and validated on rank 0 (see distributed.py). ``amp``,
-    ``channels_last`` and ``compile`` set to ``auto`` are decided by timing a few steps of each candidate
-    (autotune.py); the decision and its timings are in ``result.speed``.
+    torchrun it is trained through DDP and validated on rank 0 (see distributed.py). How it trains (layout,
+    compile, autocast) and why is in ``result.speed``.
     """
     import torch
 
-    from edgepipe.train import resume as resuming
-
-    precision.amp_dtype(amp, device)  # an impossible explicit setting fails before any measuring
-    precision.channels_last(channels_last, device)
-    if compile not in precision.LAYOUT_SETTINGS:
-        raise RecipeError(f"compile: {compile!r} is not one of {', '.join(precision.LAYOUT_SETTINGS)}; "
-                          "fix: use one of them")
-    result = result or FitResult()
-    steps = len(train_loader) if max_batches is None else min(len(train_loader), max_batches)
-    saved = resume.state.get("speed") if resume is not None and resume.state is not None else None
-    if saved and "chosen" in saved:  # the killed run's choice: a resumed run trains as it would have
-        why = f"resumed: trains as the saved run did ({saved['chosen']})"
-        decision = autotune.Decision(autotune.Candidate.from_record(saved), {**saved, "source": "resumed",
-                                                                            "reason": why})
-    else:
-        decision = autotune.choose(
-            model, optimizer, criterion, train_loader, device,
-            autotune.Settings(channels_last=channels_last, compile=compile, amp=amp),
-            planned_steps=max(0, epochs - start_epoch) * steps,
-            keep_eval=freezer.frozen if freezer is not None else (),
-        )
+    settings.check(device)
+    hooks = hooks or FitHooks()
+    result = FitResult()
+    keep_eval = freezer.frozen if freezer is not None else ()
+    decision = _speed_decision(model, optimizer, criterion, train_loader, device, settings, keep_eval, resume)
     result.speed = decision.record
-    amp_dtype, nhwc = decision.candidate.dtype(), decision.candidate.channels_last
+    amp_dtype = decision.candidate.dtype()
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None  # bf16 needs no scaling
-    if nhwc:  # before any DDP wrap
+    if decision.candidate.channels_last:  # before any DDP wrap
         model.to(memory_format=torch.channels_last)
     schedule = as_schedule(scheduler)
-    if resume is not None and resume.state is not None:
-        start_epoch = resuming.restore(resume.state, model, optimizer, schedule, scaler, train_loader, result)
-        if result.stopped_early:
-            start_epoch = epochs
-    net, wrapped_at = model, None
-    for epoch in range(start_epoch, epochs):
-        if freezer is not None:
-            freezer.apply(epoch)
-        frozen = len(freezer.frozen) if freezer is not None else 0
-        if wrapped_at != frozen:  # DDP syncs only the parameters trainable when it wraps: re-wrap on change
-            net, wrapped_at = distributed.wrap(model, device), frozen
-            if decision.candidate.compile:  # a new wrapper is a new graph: compiled again
-                net = autotune.compile_module(net)
-        sampler = getattr(train_loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):  # DistributedSampler: a new shuffle each epoch
-            sampler.set_epoch(epoch)
-        if on_epoch_start is not None:
-            on_epoch_start(epoch)
-        t0 = time.perf_counter()
-        tr = train_one_epoch(
-            net,
-            train_loader,
-            criterion,
-            optimizer,
-            schedule,
-            device,
-            scaler,
-            max_batches,
-            description=f"epoch {epoch + 1}/{epochs} train",
-            grad_clip_norm=grad_clip_norm,
-            keep_eval=freezer.frozen if freezer is not None else (),
-            amp_dtype=amp_dtype,
-            channels_last=nhwc,
-        )
-        va = None
-        if distributed.is_main():  # rank 0 validates on the full val set; every rank gets its numbers
-            with eval_context():
-                va = evaluate(model, val_loader, device, criterion, f"epoch {epoch + 1}/{epochs} val")
-            va = {k: va[k] for k in ("top1", "top5", "loss")}
-        va = distributed.broadcast_object(va)
-        lr = optimizer.param_groups[0]["lr"]  # the lr this epoch ended with, before a plateau cut
-        schedule.step_epoch(va["top1"])
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": tr["loss"],
-            "train_top1": tr["top1"],
-            "val_loss": va["loss"],
-            "val_top1": va["top1"],
-            "val_top5": va["top5"],
-            "lr": lr,
-            "seconds": time.perf_counter() - t0,
-            "data_wait_s": tr["data_wait_s"],
-        }
+    run = _Run(model, train_loader, val_loader, optimizer, schedule, criterion, device, settings, hooks,
+               freezer, decision, scaler)
+    start_epoch = _restore(run, resume, result)
+    for epoch in range(start_epoch, settings.epochs):
+        row = _epoch(run, epoch)
         result.history.append(row)
-        log.info(
-            "epoch %d/%d: train loss %.4f top1 %.2f | val loss %.4f top1 %.2f (%.0fs)",
-            epoch + 1,
-            epochs,
-            tr["loss"],
-            tr["top1"],
-            va["loss"],
-            va["top1"],
-            row["seconds"],
-        )
-        if va["top1"] > result.best_val_top1:
-            result.best_val_top1, result.best_epoch = va["top1"], epoch + 1
-            result.best_state = copy.deepcopy(model.state_dict())
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, row)
-        if epoch + 1 - result.best_epoch >= patience:
-            log.info("early stop: val top-1 has not improved for %d epochs", patience)
+        _keep_best(result, model, row)
+        if hooks.on_epoch_end is not None:
+            hooks.on_epoch_end(epoch, row)
+        if epoch + 1 - result.best_epoch >= settings.patience:
+            log.info("early stop: val top-1 has not improved for %d epochs", settings.patience)
             result.stopped_early = True
         if resume is not None:
-            parts = (model, optimizer, schedule, scaler, train_loader, result)
-            resume.save(resuming.capture(epoch + 1, epochs, *parts))
+            parts = (model, optimizer, run.schedule, scaler, train_loader, result)
+            resume.save(resuming.capture(epoch + 1, settings.epochs, *parts))
         if result.stopped_early:
             break
-    if nhwc:  # hand the model back in the usual layout: best_state loads into it, checkpoints stay NCHW
+    if decision.candidate.channels_last:  # handed back NCHW: best_state loads into it, checkpoints stay NCHW
         model.to(memory_format=torch.contiguous_format)
     return result
+
+
+def _speed_decision(model, optimizer, criterion, train_loader, device, settings: FitSettings,
+                    keep_eval: Sequence[Any], resume: resuming.ResumeState | None) -> autotune.Decision:
+    """A resumed run trains as the killed run did; otherwise autotune decides (fixed settings as given)."""
+    saved = resume.state.get("speed") if resume is not None and resume.state is not None else None
+    if saved and "chosen" in saved:
+        why = f"resumed: trains as the saved run did ({saved['chosen']})"
+        return autotune.Decision(autotune.Candidate.from_record(saved),
+                                 {**saved, "source": "resumed", "reason": why})
+    return autotune.choose(
+        model, optimizer, criterion, train_loader, device,
+        autotune.Settings(channels_last=settings.channels_last, compile=settings.compile, amp=settings.amp),
+        planned_steps=settings.epochs * settings.steps(train_loader),
+        keep_eval=keep_eval,
+    )
+
+
+def _restore(run: _Run, resume: resuming.ResumeState | None, result: FitResult) -> int:
+    """The epoch to start at: 0, or after the saved state's last (the end, if it had stopped early)."""
+    if resume is None or resume.state is None:
+        return 0
+    parts = (run.model, run.optimizer, run.schedule, run.scaler, run.train_loader, result)
+    start_epoch = resuming.restore(resume.state, *parts)
+    return run.settings.epochs if result.stopped_early else start_epoch
+
+
+def _trainee(run: _Run) -> Any:
+    """The module to train this epoch: DDP syncs only the parameters trainable when it wraps, so the model is
+    wrapped again (and compiled again: a new wrapper is a new graph) whenever the frozen blocks change."""
+    frozen = len(run.freezer.frozen) if run.freezer is not None else 0
+    if run.wrapped_at != frozen:
+        run.net, run.wrapped_at = distributed.wrap(run.model, run.device), frozen
+        if run.decision.candidate.compile:
+            run.net = autotune.compile_module(run.net)
+    return run.net
+
+
+def _epoch(run: _Run, epoch: int) -> dict[str, float]:
+    """Train one epoch, validate, step an epoch schedule; the epoch's history row."""
+    s = run.settings
+    if run.freezer is not None:
+        run.freezer.apply(epoch)
+    net = _trainee(run)
+    sampler = getattr(run.train_loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):  # DistributedSampler: a new shuffle each epoch
+        sampler.set_epoch(epoch)
+    if run.hooks.on_epoch_start is not None:
+        run.hooks.on_epoch_start(epoch)
+    label = f"epoch {epoch + 1}/{s.epochs}"
+    t0 = time.perf_counter()
+    tr = train_one_epoch(
+        net,
+        run.train_loader,
+        run.criterion,
+        run.optimizer,
+        run.schedule,
+        run.device,
+        run.scaler,
+        s.max_batches,
+        description=f"{label} train",
+        grad_clip_norm=s.grad_clip_norm,
+        keep_eval=run.keep_eval,
+        amp_dtype=run.decision.candidate.dtype(),
+        channels_last=run.decision.candidate.channels_last,
+    )
+    va = _validate(run, f"{label} val")
+    lr = run.optimizer.param_groups[0]["lr"]  # the lr this epoch ended with, before a plateau cut
+    run.schedule.step_epoch(va["top1"])
+    row = {
+        "epoch": epoch + 1,
+        "train_loss": tr["loss"],
+        "train_top1": tr["top1"],
+        "val_loss": va["loss"],
+        "val_top1": va["top1"],
+        "val_top5": va["top5"],
+        "lr": lr,
+        "seconds": time.perf_counter() - t0,
+        "data_wait_s": tr["data_wait_s"],
+    }
+    log.info(
+        "%s: train loss %.4f top1 %.2f | val loss %.4f top1 %.2f (%.0fs)",
+        label, tr["loss"], tr["top1"], va["loss"], va["top1"], row["seconds"],
+    )
+    return row
+
+
+def _validate(run: _Run, description: str) -> dict[str, float]:
+    """Rank 0 validates the plain model on the full val set; every rank gets its numbers."""
+    va = None
+    if distributed.is_main():
+        with run.hooks.eval_context():
+            va = evaluate(run.model, run.val_loader, run.device, run.criterion, description)
+        va = {k: va[k] for k in ("top1", "top5", "loss")}
+    return distributed.broadcast_object(va)
+
+
+def _keep_best(result: FitResult, model, row: dict[str, float]) -> None:
+    if row["val_top1"] > result.best_val_top1:
+        result.best_val_top1, result.best_epoch = row["val_top1"], row["epoch"]
+        result.best_state = copy.deepcopy(model.state_dict())

@@ -11,10 +11,11 @@ from edgepipe.data.loaders import SplitData
 from edgepipe.data.split import class_counts
 from edgepipe.recipe import FinetuneConfig, QatConfig, Recipe
 from edgepipe.train import distributed as ddp
-from edgepipe.train.loop import evaluate, fit
+from edgepipe.train.loop import FitHooks, FitSettings, evaluate, fit
 from edgepipe.train.losses import balanced_sampler, build_criterion
 from edgepipe.train.metrics import classification_metrics, summary, write_eval_report
 from edgepipe.train.optim import build_optimizer, build_scheduler
+from edgepipe.train.resume import ResumeState
 
 log = logging.getLogger(__name__)
 
@@ -59,27 +60,35 @@ def training_parts(model, data: SplitData, recipe: Recipe, cfg: FinetuneConfig |
     return loader, optimizer, scheduler, criterion
 
 
+def fit_settings(cfg: FinetuneConfig | QatConfig) -> FitSettings:
+    """The loop's settings from a finetune or qat section (QAT always trains in float32: no amp key)."""
+    return FitSettings(
+        epochs=cfg.epochs,
+        patience=cfg.patience,
+        amp=cfg.amp if isinstance(cfg, FinetuneConfig) else "off",
+        channels_last=cfg.channels_last,
+        compile=cfg.compile,
+        max_batches=cfg.max_batches_per_epoch,
+        grad_clip_norm=cfg.grad_clip_norm,
+    )
+
+
 def train_model(model, data: SplitData, recipe: Recipe, cfg: FinetuneConfig | QatConfig, dev, freezer,
-                **hooks: Any):
-    """The one training call of finetune and qat: loaders, optimiser, schedule and loss from the recipe;
-    ``hooks`` are fit()'s extra keywords (amp, on_epoch_start, eval_context, resume)."""
+                hooks: FitHooks | None = None, resume: ResumeState | None = None):
+    """The one training call of finetune and qat: loaders, optimiser, schedule and loss from the recipe."""
     loader, optimizer, scheduler, criterion = training_parts(model, data, recipe, cfg, dev)
     return fit(
         model,
         loader,
         data.loader("val"),
-        epochs=cfg.epochs,
         optimizer=optimizer,
         scheduler=scheduler,
         criterion=criterion,
         device=dev,
-        patience=cfg.patience,
-        max_batches=cfg.max_batches_per_epoch,
-        grad_clip_norm=cfg.grad_clip_norm,
-        channels_last=cfg.channels_last,
-        compile=cfg.compile,
+        settings=fit_settings(cfg),
+        hooks=hooks,
         freezer=freezer,
-        **hooks,
+        resume=resume,
     )
 
 

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from edgepipe.errors import StageError
 from edgepipe.train import autotune
 from edgepipe.train.autotune import Candidate, Settings
-from edgepipe.train.loop import fit
+from edgepipe.train.loop import FitSettings, fit
 
 CPU = torch.device("cpu")
 AUTO = Settings(channels_last="auto", compile="auto", amp="auto")
@@ -37,8 +37,9 @@ def _loader(n: int = 20, batch_size: int = 8) -> DataLoader:
 def _fit(model, epochs: int = 2, **options):
     torch.manual_seed(1)  # dropout masks: each run starts from the same stream
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    return fit(model, _loader(), _loader(), epochs=epochs, optimizer=optimizer, scheduler=None,
-               criterion=nn.CrossEntropyLoss(), device=CPU, patience=epochs, **options)
+    return fit(model, _loader(), _loader(), optimizer=optimizer, scheduler=None,
+               criterion=nn.CrossEntropyLoss(), device=CPU,
+               settings=FitSettings(epochs=epochs, patience=epochs, **options))
 
 
 def test_cpu_candidates_are_the_plain_loop_first_then_layouts_bf16_only_with_native_support(monkeypatch):

@@ -9,7 +9,7 @@ import torch
 from edgepipe.errors import RecipeError
 from edgepipe.pipeline import build
 from edgepipe.recipe import FinetuneConfig, parse_recipe
-from edgepipe.train.loop import fit
+from edgepipe.train.loop import FitSettings, fit
 from edgepipe.train.optim import as_schedule, build_optimizer, build_scheduler
 from tests.conftest import make_imagefolder, tiny_recipe
 
@@ -103,12 +103,11 @@ def test_fit_steps_a_plateau_schedule_once_per_epoch_with_val_top1():
         model,
         data,
         data[:1],
-        epochs=4,
         optimizer=opt,
         scheduler=build_scheduler(opt, cfg, 3),
         criterion=torch.nn.CrossEntropyLoss(),
         device=torch.device("cpu"),
-        patience=10,
+        settings=FitSettings(epochs=4, patience=10),
     )
     best, lr = -1.0, 0.1
     for row in result.history:  # history records the lr each epoch trained with

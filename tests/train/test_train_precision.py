@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from edgepipe.errors import RecipeError, StageError
 from edgepipe.recipe import FinetuneConfig, QatConfig, parse_recipe
 from edgepipe.train import precision
-from edgepipe.train.loop import fit
+from edgepipe.train.loop import FitHooks, FitSettings, fit
 
 CPU = torch.device("cpu")
 BASE = {"name": "r", "data": {"dataset": "fashion-mnist"}}
@@ -41,14 +41,12 @@ def _fit(model, **options):
         model,
         _loader(),
         _loader(),
-        epochs=1,
         optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
         scheduler=None,
         criterion=nn.CrossEntropyLoss(),
         device=CPU,
-        patience=1,
-        on_epoch_end=record,
-        **options,
+        settings=FitSettings(epochs=1, patience=1, **options),
+        hooks=FitHooks(on_epoch_end=record),
     )
     seen["trained"] = not torch.equal(before, convs[0].weight.detach())
     seen["dtypes"] = set(dtypes)
@@ -80,8 +78,8 @@ def test_auto_is_off_on_cpu_and_on_with_cuda():
 
 def test_amp_on_without_cuda_is_an_error_not_a_fallback():
     with pytest.raises(StageError, match=r"finetune\.amp: on needs a CUDA device.*fix:"):
-        fit(_net(), _loader(), _loader(), epochs=1, optimizer=None, scheduler=None, criterion=None,
-            device=CPU, patience=1, amp="on")
+        fit(_net(), _loader(), _loader(), optimizer=None, scheduler=None, criterion=None, device=CPU,
+            settings=FitSettings(epochs=1, patience=1, amp="on"))
 
 
 def test_channels_last_on_trains_in_nhwc_on_cpu_and_hands_the_model_back_nchw():
