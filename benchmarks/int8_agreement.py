@@ -34,6 +34,7 @@ import numpy as np
 from edgepipe.artifacts import atomic_write_json, atomic_write_text
 from edgepipe.bench.timing import environment
 from edgepipe.data.loaders import SplitData
+from edgepipe.models.checkpoint import read_checkpoint
 from edgepipe.recipe import load_recipe
 
 log = logging.getLogger("int8_agreement")
@@ -71,8 +72,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     recipe = load_recipe(args.recipe)
-    q = torch.load(args.run / "qat" / "model.pt", map_location="cpu", weights_only=False)
-    fp = torch.load(args.run / "finetune" / "model.pt", map_location="cpu", weights_only=False)
+    q = read_checkpoint(args.run / "qat" / "model.pt")
+    fp = read_checkpoint(args.run / "finetune" / "model.pt")
     pre = Preprocessing.from_dict(fp["preprocessing"])
     x, y = SplitData(args.run / "split" / "split.json", recipe.data, pre, recipe.seed).arrays("test")
     qat = load_qat_model(q)

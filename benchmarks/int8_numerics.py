@@ -566,14 +566,14 @@ def valgrind_section(models: list[dict], out: Path, args) -> dict:
 def np_save_test_images(run: Path, recipe_file: Path, path: Path, n: int) -> None:
     """The first ``n`` test images of a run, preprocessed as its models expect."""
     import numpy as np
-    import torch
 
     from edgepipe.data.loaders import SplitData
+    from edgepipe.models.checkpoint import read_checkpoint
     from edgepipe.models.preprocessing import Preprocessing
     from edgepipe.recipe import load_recipe
 
     recipe = load_recipe(recipe_file)
-    ck = torch.load(run / "finetune" / "model.pt", map_location="cpu", weights_only=False)
+    ck = read_checkpoint(run / "finetune" / "model.pt")
     pre = Preprocessing.from_dict(ck["preprocessing"])
     ds = SplitData(run / "split" / "split.json", recipe.data, pre, recipe.seed).dataset("test")
     np.save(path, np.stack([ds[i][0].numpy() for i in range(n)]).astype(np.float32))

@@ -52,17 +52,17 @@ def model_files(run: Path, recipe_file: str, size: int, work: Path) -> dict[str,
     if size == 0:
         exp = run / "export"
         return {k: {"onnx": exp / f"{k}.onnx", "xml": exp / f"{k}.xml"} for k in ("fp32", "int8")}
-    import torch
 
     from edgepipe.models.build import load_qat_model, rebuild
+    from edgepipe.models.checkpoint import read_checkpoint
     from edgepipe.models.preprocessing import Preprocessing
     from edgepipe.quant.qdq import to_qdq_module
     from edgepipe.recipe import load_recipe
     from edgepipe.stages.export import write_model_files
 
     r = load_recipe(ROOT / recipe_file)
-    fp = torch.load(run / "finetune" / "model.pt", map_location="cpu", weights_only=False)
-    q = torch.load(run / "qat" / "model.pt", map_location="cpu", weights_only=False)
+    fp = read_checkpoint(run / "finetune" / "model.pt")
+    q = read_checkpoint(run / "qat" / "model.pt")
     own = Preprocessing.from_dict(fp["preprocessing"])
     pre = Preprocessing.make(size, mean=own.mean, std=own.std)  # the same statistics at another size
     meta = {"classes": fp["classes"], "preprocessing": pre.to_dict()}

@@ -18,7 +18,6 @@ from edgepipe.runtimes.registry import kind_of_suffix, model_kind, runtime_spec
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_KEYS = ("arch", "model_cfg", "num_classes", "classes", "preprocessing", "state_dict")
 
 Shape = tuple[int | None, ...]
 
@@ -151,21 +150,12 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Any], Any, bool]:
 
     A qat checkpoint rebuilds the prepared fake-quant model (what QAT trained), a finetune one the float
     model; both in eval mode."""
-    import torch
+    from edgepipe.models.checkpoint import read_checkpoint
 
-    try:  # weights_only: a model file from elsewhere must not run code on load
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - corrupt, foreign or unsafe pickle: one answer
-        raise BenchInputError(
-            f"{path} is not a torch checkpoint edgepipe can read safely; fix: give the model.pt written by "
-            "the finetune or qat stage"
-        ) from None
-    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise BenchInputError(
-            f"{path} is not an edgepipe checkpoint (missing {', '.join(missing)}); fix: give the model.pt "
-            "written by the finetune or qat stage, or an exported .onnx"
-        )
+    try:  # read safely: a model file from elsewhere must not run code on load
+        ckpt = read_checkpoint(path)
+    except ModelError as exc:
+        raise BenchInputError(str(exc)) from None
     quantized = "quant" in ckpt
     try:
         if quantized:

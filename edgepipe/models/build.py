@@ -61,7 +61,6 @@ def imagenet_state_dict(spec: ModelSpec) -> dict:
 
 
 def _load_pretrained(model: Any, spec: ModelSpec, cfg: ModelConfig) -> str:
-    import torch
 
     if cfg.pretrained == "none":
         return "none"
@@ -78,11 +77,13 @@ def _load_pretrained(model: Any, spec: ModelSpec, cfg: ModelConfig) -> str:
             raise ModelError(
                 f"model.pretrained: file not found: {path}; fix: give a state-dict path, imagenet or none"
             )
+        from edgepipe.models.checkpoint import safe_load
+
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - corrupt or foreign file
+            state = safe_load(path)
+        except ModelError as exc:
             raise ModelError(
-                f"model.pretrained: cannot read {path} ({type(exc).__name__}); fix: save it with "
+                f"model.pretrained: {exc.args[0].split(';')[0]}; fix: save it with "
                 "torch.save(model.state_dict(), path)"
             ) from None
         state = state.get("state_dict", state) if isinstance(state, dict) else state

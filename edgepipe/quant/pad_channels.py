@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from edgepipe.quant.onnx_qdq import _drop_unused, _Graph
+from edgepipe.quant.graph import Graph
 
 MULTIPLE = 16
 # ops through which a channel passes unchanged (others inputs: scalar constants, or channels of the group)
@@ -41,19 +41,15 @@ def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
     return next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
-def _scalar(gr: _Graph, name: str, depth: int = 0) -> bool:
-    """A constant of one element, or Q/DQ of such (the integer HardSwish's 3 and 1/6)."""
+def _scalar(gr: Graph, name: str) -> bool:
+    """A constant of one element, or one folded from such (Q/DQ of the integer HardSwish's 3 and 1/6)."""
     if not name:
         return True
-    value = gr.const(name)
-    if value is not None:
-        return value.size == 1
-    node = gr.producer.get(name)
-    return (node is not None and depth < 4 and node.op_type in ("QuantizeLinear", "DequantizeLinear")
-            and all(_scalar(gr, i, depth + 1) for i in node.input))
+    value = gr.value(name)
+    return value is not None and value.size == 1
 
 
-def _weight(gr: _Graph, conv: onnx.NodeProto, k: int) -> tuple[onnx.NodeProto, np.ndarray] | None:
+def _weight(gr: Graph, conv: onnx.NodeProto, k: int) -> tuple[onnx.NodeProto, np.ndarray] | None:
     """The DequantizeLinear behind a Conv's weight (k=1) or bias (k=2), with its integer initializer."""
     if len(conv.input) <= k or not conv.input[k]:
         return None
@@ -63,7 +59,7 @@ def _weight(gr: _Graph, conv: onnx.NodeProto, k: int) -> tuple[onnx.NodeProto, n
     return dq, numpy_helper.to_array(gr.inits[dq.input[0]])
 
 
-def _depthwise(gr: _Graph, conv: onnx.NodeProto) -> int:
+def _depthwise(gr: Graph, conv: onnx.NodeProto) -> int:
     w = _weight(gr, conv, 1)
     if conv.op_type != "Conv" or w is None:
         return 0
@@ -71,7 +67,7 @@ def _depthwise(gr: _Graph, conv: onnx.NodeProto) -> int:
     return c if _attr(conv, "group", 1) == c > 1 and w[1].shape[1] == 1 else 0
 
 
-def _group(gr: _Graph, start: onnx.NodeProto, outputs: set[str]) -> dict[str, set[str]] | None:
+def _group(gr: Graph, start: onnx.NodeProto, outputs: set[str]) -> dict[str, set[str]] | None:
     """The convs that share ``start``'s channels, each with its roles ("in": the channels are its output,
     "dw": its input and output, "out": its input), or None where the group reaches what cannot be padded."""
     roles: dict[str, set[str]] = {}
@@ -109,7 +105,7 @@ def _group(gr: _Graph, start: onnx.NodeProto, outputs: set[str]) -> dict[str, se
     return roles
 
 
-def _pad_init(gr: _Graph, dq: onnx.NodeProto, k: int, axis: int, width: int, fill: float | None) -> None:
+def _pad_init(gr: Graph, dq: onnx.NodeProto, k: int, axis: int, width: int, fill: float | None) -> None:
     """Replace input ``k`` of ``dq`` (an initializer) by a copy padded along ``axis`` to ``width`` with
     ``fill``, or (None) with its last entry: a scale keeps bias scale = input scale x weight scale, which
     ONNX Runtime checks before it fuses the conv into an integer kernel."""
@@ -125,7 +121,7 @@ def _pad_init(gr: _Graph, dq: onnx.NodeProto, k: int, axis: int, width: int, fil
     dq.input[k] = gr.add_init(f"pad{width}_{name}", padded.astype(value.dtype))
 
 
-def _pad_conv(gr: _Graph, conv: onnx.NodeProto, roles: set[str], width: int) -> None:
+def _pad_conv(gr: Graph, conv: onnx.NodeProto, roles: set[str], width: int) -> None:
     wdq, _ = _weight(gr, conv, 1)
     if roles & {"in", "dw"}:  # output channels: filters, their scales and zero-points, the bias
         _pad_init(gr, wdq, 0, 0, width, 0)
@@ -146,7 +142,7 @@ def _pad_conv(gr: _Graph, conv: onnx.NodeProto, roles: set[str], width: int) -> 
 def pad_depthwise_channels(model: onnx.ModelProto, multiple: int = MULTIPLE) -> list[dict[str, Any]]:
     """Pad every depthwise conv of ``model`` whose width is not a multiple of ``multiple`` (in place);
     returns one record per padded group: its convs, their roles, the width before and after."""
-    gr = _Graph(model)
+    gr = Graph(model)
     outputs = {o.name for o in gr.g.output}
     done: set[str] = set()
     records = []
@@ -162,12 +158,12 @@ def pad_depthwise_channels(model: onnx.ModelProto, multiple: int = MULTIPLE) -> 
         by_name = {n.name: n for n in gr.g.node}
         for name, roles in group.items():
             _pad_conv(gr, by_name[name], roles, width)
-        gr._index()
+        gr.index()
         done.update(n for n, roles in group.items() if "dw" in roles)
         records.append({"depthwise": node.name, "channels": c, "padded": width,
                         "convs": {n: sorted(roles) for n, roles in sorted(group.items())}})
     if records:
-        _drop_unused(gr)
+        gr.drop_unused()
         del model.graph.value_info[:]  # shapes of the padded tensors changed
         onnx.checker.check_model(model)
     return records

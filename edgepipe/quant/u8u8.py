@@ -19,34 +19,30 @@ def weights_to_uint8(path: Path) -> int:
     import onnx
     from onnx import TensorProto, numpy_helper
 
+    from edgepipe.quant.graph import Graph
+
     proto = onnx.load(str(path))
-    graph = proto.graph
-    inits = {i.name: i for i in graph.initializer}
+    gr = Graph(proto)
     done: dict[str, str] = {}
 
     def as_uint8(name: str) -> str:
         if name not in done:
-            arr = numpy_helper.to_array(inits[name]).astype(np.int16) + 128
-            new = numpy_helper.from_array(arr.astype(np.uint8), f"{name}_u8")
-            graph.initializer.append(new)
-            done[name] = new.name
+            arr = numpy_helper.to_array(gr.inits[name]).astype(np.int16) + 128
+            done[name] = gr.add_init(f"{name}_u8", arr.astype(np.uint8))
         return done[name]
 
     count = 0
-    for node in graph.node:
+    for node in gr.g.node:
         if node.op_type != "DequantizeLinear" or len(node.input) < 3:
             continue
         w, zp = node.input[0], node.input[2]
-        if w not in inits or zp not in inits or inits[w].data_type != TensorProto.INT8:
+        if w not in gr.inits or zp not in gr.inits or gr.inits[w].data_type != TensorProto.INT8:
             continue
-        if np.any(numpy_helper.to_array(inits[zp]) != 0):
+        if np.any(numpy_helper.to_array(gr.inits[zp]) != 0):
             continue  # weights are symmetric here; anything else is not ours to move
         node.input[0], node.input[2] = as_uint8(w), as_uint8(zp)
         count += 1
-    used = {i for n in graph.node for i in n.input}
-    keep = [i for i in graph.initializer if i.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    gr.drop_unused()
     onnx.checker.check_model(proto)
     with atomic_path(path) as raw:
         onnx.save(proto, str(raw))

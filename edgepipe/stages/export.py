@@ -177,16 +177,15 @@ def standard_table_gmacs(fp_ckpt: dict, size: list[int], r: Recipe) -> float | N
 
 
 def run(ctx: StageContext) -> StageResult:
-    import torch
-
     from edgepipe.models.build import load_qat_model, rebuild
+    from edgepipe.models.checkpoint import read_checkpoint
     from edgepipe.quant.qdq import to_qdq_module
     from edgepipe.runtimes import get_runtime
     from edgepipe.runtimes.predict import runtime_logits, torch_logits
 
     r = ctx.recipe
-    fp_ckpt = torch.load(ctx.input("checkpoint"), map_location="cpu", weights_only=False)
-    q_ckpt = torch.load(ctx.input("qat_checkpoint"), map_location="cpu", weights_only=False)
+    fp_ckpt = read_checkpoint(ctx.input("checkpoint"))
+    q_ckpt = read_checkpoint(ctx.input("qat_checkpoint"))
     pre = Preprocessing.from_dict(fp_ckpt["preprocessing"])
     base_meta = {
         "edgepipe_version": __version__,

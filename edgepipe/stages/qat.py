@@ -78,11 +78,12 @@ def run(ctx: StageContext) -> StageResult:
     import torch
 
     from edgepipe.models.build import architecture, build_model
+    from edgepipe.models.checkpoint import read_checkpoint
     from edgepipe.quant.qat import NUMERICS, freeze_bn_stats, freeze_observers, freeze_plan, prepare_qat
 
     r, cfg = ctx.recipe, ctx.recipe.qat
     seed_everything(r.seed)
-    float_ckpt = torch.load(ctx.input("checkpoint"), map_location="cpu", weights_only=False)
+    float_ckpt = read_checkpoint(ctx.input("checkpoint"))
     pre = Preprocessing.from_dict(float_ckpt["preprocessing"])
     data = SplitData(ctx.input("split"), r.data, pre, r.seed)
     model_cfg = architecture(float_ckpt["model_cfg"])

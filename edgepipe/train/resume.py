@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edgepipe.artifacts import atomic_path
-from edgepipe.errors import StageError
+from edgepipe.errors import ModelError, StageError
 from edgepipe.train import distributed
 
 log = logging.getLogger(__name__)
@@ -45,11 +45,11 @@ class ResumeState:
             if resume:
                 log.info("%s: no saved training state to resume (%s); starting fresh", self.stage, path)
             return None
-        import torch
+        from edgepipe.models.checkpoint import safe_load
 
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # a state we cannot read is a state we cannot resume
+            state = safe_load(path)
+        except ModelError as exc:  # a state we cannot read is a state we cannot resume
             log.warning("%s: unreadable training state %s (%s); starting fresh", self.stage, path, exc)
             return None
         if state.get("format") != FORMAT or state.get("key") != self.key:
@@ -107,6 +107,12 @@ def _generators(loader: Any) -> list[Any]:
     return [g for g in gens if g is not None]
 
 
+def _plain(state: tuple) -> tuple:
+    """numpy's legacy RNG state, its key array as a list of ints (weights_only loading refuses arrays)."""
+    name, keys, *rest = state
+    return (name, keys.tolist(), *rest)
+
+
 def rng_states(loader: Any) -> dict[str, Any]:
     import numpy as np
     import torch
@@ -114,7 +120,7 @@ def rng_states(loader: Any) -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-        "numpy": np.random.get_state(),
+        "numpy": _plain(np.random.get_state()),  # plain types: the state is read with weights_only
         "python": random.getstate(),
         "loader": [g.get_state() for g in _generators(loader)],
     }
@@ -127,7 +133,8 @@ def set_rng_states(states: dict[str, Any], loader: Any) -> None:
     torch.set_rng_state(states["torch"])
     if states["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
-    np.random.set_state(states["numpy"])
+    name, keys, *rest = states["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
     random.setstate(states["python"])
     for g, s in zip(_generators(loader), states["loader"], strict=True):
         g.set_state(s)

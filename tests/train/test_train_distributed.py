@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from edgepipe.errors import RecipeError
+from edgepipe.models.checkpoint import read_checkpoint
 from edgepipe.recipe import parse_recipe
 from edgepipe.train import distributed
 from tests.conftest import make_imagefolder, tiny_recipe
@@ -72,7 +73,7 @@ def test_torchrun_two_processes_train_finetune_and_qat_with_ddp(tmp_path):
     from edgepipe.models.build import build_model, load_qat_model
     from edgepipe.recipe import ModelConfig
 
-    ckpt = torch.load(run / "finetune" / "model.pt", map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(run / "finetune" / "model.pt")
     model, _ = build_model(ModelConfig(**{**ckpt["model_cfg"], "pretrained": "none"}), ckpt["num_classes"])
     model.load_state_dict(ckpt["state_dict"])  # plain keys: rank 0 saved the module, not the DDP wrapper
-    load_qat_model(torch.load(run / "qat" / "model.pt", map_location="cpu", weights_only=False))
+    load_qat_model(read_checkpoint(run / "qat" / "model.pt"))

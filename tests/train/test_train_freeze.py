@@ -8,6 +8,7 @@ import torch
 
 from edgepipe.errors import ModelError, RecipeError
 from edgepipe.models.build import build_model
+from edgepipe.models.checkpoint import read_checkpoint
 from edgepipe.models.registry import get_spec
 from edgepipe.pipeline import build
 from edgepipe.quant.qat import prepare_qat
@@ -136,8 +137,8 @@ def test_finetune_and_qat_train_only_the_last_blocks(tmp_path, caplog):
     build(recipe, tmp_path / "out")
     run = tmp_path / "out" / recipe.name
     initial = _model().state_dict()  # the stage seeds torch with recipe.seed (0) before building
-    ft = torch.load(run / "finetune" / "model.pt", weights_only=False)["state_dict"]
-    qat = torch.load(run / "qat" / "model.pt", weights_only=False)["state_dict"]
+    ft = read_checkpoint(run / "finetune" / "model.pt")["state_dict"]
+    qat = read_checkpoint(run / "qat" / "model.pt")["state_dict"]
     assert torch.equal(ft["features.0.0.weight"], initial["features.0.0.weight"])
     assert torch.equal(ft["features.13.block.0.1.running_var"], initial["features.13.block.0.1.running_var"])
     # the schedule released block 14 for epoch 2: it moved if the kept (best-val) weights are epoch 2's

@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from edgepipe.models.checkpoint import read_checkpoint
 from edgepipe.pipeline import build
 from edgepipe.recipe import load_recipe
 from edgepipe.train.resume import ResumeState, partial_dir
@@ -50,7 +51,7 @@ def _kill_after(monkeypatch, stage: str, epoch: int) -> None:
 
 
 def _weights(run_dir, stage):
-    return torch.load(run_dir / stage / "model.pt", map_location="cpu", weights_only=False)["state_dict"]
+    return read_checkpoint(run_dir / stage / "model.pt")["state_dict"]
 
 
 def _history(run_dir):
