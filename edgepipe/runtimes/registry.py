@@ -1,7 +1,8 @@
 """Every runtime and every model file kind edgepipe knows, one table each (Ultralytics' ``export_formats``).
 
-Loading, `edgepipe bench`, the bench stage and the measurement core iterate these tables instead of spelling
-runtime names; a new runtime is its backend module plus one ``RuntimeSpec`` here (and its test).
+Loading, `edgepipe bench`, the stages, the target checks, ensembles and reports iterate these tables or ask
+for a role (``runtime_for``) instead of spelling runtime names; a new runtime is its backend module plus one
+``RuntimeSpec`` here (and its test). Runtime names are typed only by users: in a recipe, on the command line.
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ class RuntimeSpec:
     float_modes: str | None = None  # "module:function" -> native float precisions here; None: f32 only
     profiler: str | None = None  # "module:function": per-op account (op type -> INT8/float kernel time)
     isa: tuple[str, ...] = ()  # /proc/cpuinfo flags its fast paths depend on (VNNI for INT8, bf16 units)
+    title: str = ""  # as reports and messages name it ("ONNX Runtime")
+    roles: tuple[str, ...] = ()  # what else edgepipe runs on it (ROLES); each role is one runtime's
+    qdq: str | None = None  # the Q/DQ placement it runs an INT8 ONNX fastest in (quant.export.QDQ_SHAPES)
+    target_kernel: str | None = None  # its int8 kernels as a target check names them; None: the target's own
 
     @property
     def takes_precision(self) -> bool:
@@ -62,6 +67,13 @@ class ModelKind:
     note: str = ""
 
 
+# The jobs edgepipe gives one runtime, looked up with runtime_for(role) instead of by its name.
+ROLES = {
+    "onnx": "runs every .onnx edgepipe checks: export's agreement with torch and the target checks (its "
+    "kernels are the ones targets.registry describes), the models on a device, ensembles, a sweep's headline",
+    "ir": "runs the model file export converts for it (export.openvino), checked beside the ONNX",
+}
+
 _SPECS: dict[str, RuntimeSpec] = {}
 _KINDS: dict[str, ModelKind] = {}
 
@@ -75,6 +87,11 @@ def _add(table: dict, name: str, entry: Any, what: str) -> Any:
 
 
 def register_runtime(spec: RuntimeSpec) -> RuntimeSpec:
+    for role in spec.roles:
+        holder = next((s.name for s in _SPECS.values() if role in s.roles), None)
+        if role not in ROLES or holder is not None:
+            why = f"'{holder}' has it" if holder else f"roles are {', '.join(ROLES)}"
+            raise ValueError(f"runtime '{spec.name}' takes role '{role}': {why}")
     return _add(_SPECS, spec.name, spec, "runtime")
 
 
@@ -95,6 +112,9 @@ register_runtime(
         options=("threads", "providers", "optimization"),
         profiler="edgepipe.runtimes.onnxruntime:ort_op_account",
         isa=("avx2", "avx512_vnni", "avx_vnni", "amx_int8"),  # its CPU provider has no x86 fp16/bf16 kernels
+        title="ONNX Runtime",
+        roles=("onnx",),
+        qdq="integer",  # HardSwish gates as integer Add/Mul: every layer on its QLinear* kernels
     )
 )
 register_runtime(
@@ -108,6 +128,10 @@ register_runtime(
         float_modes="edgepipe.runtimes.openvino:native_float_precisions",
         profiler="edgepipe.runtimes.openvino:ov_op_account",
         isa=("avx2", "avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16", "amx_bf16"),
+        title="OpenVINO",
+        roles=("ir",),
+        qdq="fused",  # HardSwish fused into its int8 convolution, squeeze-excite in float (NNCF's placement)
+        target_kernel="OpenVINO CPU plugin's own int8 kernels for this ISA",
     )
 )
 register_runtime(
@@ -118,6 +142,7 @@ register_runtime(
         suffixes=(".pt", ".pth", ".pt2"),
         artifact=None,
         options=("threads", "input_shape"),
+        title="torch",
     )
 )
 
@@ -148,6 +173,24 @@ def runtime_spec(name: str) -> RuntimeSpec:
 
 def runtime_specs() -> tuple[RuntimeSpec, ...]:
     return tuple(_SPECS.values())
+
+
+def runtime_for(role: str) -> RuntimeSpec:
+    """The runtime that holds ``role`` (ROLES): where edgepipe needs a job done, not a runtime by name."""
+    spec = next((s for s in _SPECS.values() if role in s.roles), None)
+    if spec is None:
+        raise LookupError(f"no runtime holds the role '{role}' (roles: {', '.join(ROLES)})")
+    return spec
+
+
+def artifact_runtimes() -> tuple[str, ...]:
+    """The runtimes that run a file the export stage makes (bench.runtimes may name these)."""
+    return tuple(s.name for s in _SPECS.values() if s.artifact is not None)
+
+
+def qdq_runtimes() -> tuple[str, ...]:
+    """The runtimes with a Q/DQ placement of their own (export.openvino_qdq may name these)."""
+    return tuple(s.name for s in _SPECS.values() if s.qdq is not None)
 
 
 def model_kinds() -> tuple[ModelKind, ...]:

@@ -8,12 +8,16 @@ from edgepipe.bench.loading import BenchModel, select_runtimes
 from edgepipe.errors import BenchInputError
 from edgepipe.runtimes import RUNTIME_NAMES
 from edgepipe.runtimes.registry import (
+    ROLES,
     ModelKind,
     RuntimeSpec,
     kind_of_suffix,
+    model_kind,
     model_kinds,
     register_kind,
     register_runtime,
+    runtime_for,
+    runtime_names,
     runtime_spec,
     runtime_specs,
 )
@@ -51,3 +55,15 @@ def test_suffixes_mark_kinds_and_each_kind_runs_on_its_natural_runtime(tmp_path)
         assert sorted(select_runtimes(model, None, list(RUNTIME_NAMES))) == sorted(kind.runtimes)
     # only runtimes with a precision option carry a precision (and a performance hint) in their rows
     assert [s.name for s in runtime_specs() if s.takes_precision] == ["openvino"]
+
+
+def test_each_role_is_one_runtime_and_a_second_holder_or_an_unknown_role_is_refused():
+    for role in ROLES:
+        assert runtime_for(role).name in RUNTIME_NAMES
+    assert runtime_for("onnx").name == model_kind("onnx").natural  # what runs every .onnx runs a plain one
+    with pytest.raises(ValueError, match="runtime 'tvm' takes role 'onnx': 'onnxruntime' has it"):
+        register_runtime(RuntimeSpec("tvm", "x:Y", "tvm", (".onnx",), "onnx", (), roles=("onnx",)))
+    with pytest.raises(ValueError, match="runtime 'tvm' takes role 'gpu': roles are onnx, ir"):
+        register_runtime(RuntimeSpec("tvm", "x:Y", "tvm", (".onnx",), "onnx", (), roles=("gpu",)))
+    assert "tvm" not in runtime_names()
+
