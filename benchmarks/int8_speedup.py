@@ -72,6 +72,7 @@ def export_all(run: Path, size: int, work: Path, calib: int, recipe, threads: in
     from edgepipe.quant.ort_ptq import ort_static_quantize
     from edgepipe.quant.qdq import to_qdq_module
     from edgepipe.runtimes.openvino import convert_to_ir
+    from edgepipe.runtimes.registry import runtime_spec
 
     fp = torch.load(run / "finetune" / "model.pt", map_location="cpu", weights_only=False)
     q = torch.load(run / "qat" / "model.pt", map_location="cpu", weights_only=False)
@@ -84,7 +85,8 @@ def export_all(run: Path, size: int, work: Path, calib: int, recipe, threads: in
     export_onnx(rebuild(fp).eval(), onnx["fp32"], shape, meta, 17)
     export_onnx(to_qdq_module(qat_model), onnx["int8-qat"], shape, meta, 17, qdq=True)
     export_onnx(to_qdq_module(qat_model), onnx["int8-qat-nopad"], shape, meta, 17, qdq=True, pad_channels=0)
-    export_onnx(to_qdq_module(qat_model), onnx["int8-qat-ov"], shape, meta, 17, qdq=True, target="openvino")
+    ov_shape = runtime_spec("openvino").qdq  # the Q/DQ placement OpenVINO runs fastest
+    export_onnx(to_qdq_module(qat_model), onnx["int8-qat-ov"], shape, meta, 17, qdq=True, qdq_shape=ov_shape)
     torchscript_export(qat_model, torch.zeros(1, *shape), onnx["int8-qat-naive"], 17)
     data = SplitData(run / "split" / "split.json", recipe.data, pre, recipe.seed)
     n_train = len(data.split["train"])

@@ -54,7 +54,10 @@ def read_metadata(path: Path) -> dict[str, Any]:
     return out
 
 
-QDQ_TARGETS = ("onnxruntime", "openvino")
+# Q/DQ placements of an INT8 graph (quant/onnx_qdq.py); a runtime's RuntimeSpec.qdq names the one it wants.
+# integer: every layer int8, HardSwish gates as integer Add/Mul (ONNX Runtime fuses these into QLinear*);
+# fused: HardSwish left for the runtime to fuse into its int8 convolution, squeeze-excite in float (as NNCF).
+QDQ_SHAPES = ("integer", "fused")
 
 
 def _pad(proto, multiple: int) -> list[dict[str, Any]]:
@@ -85,19 +88,17 @@ def export_onnx(
     meta: dict[str, Any],
     opset: int,
     qdq: bool = False,
-    target: str = "onnxruntime",
+    qdq_shape: str = "integer",
     pad_channels: int = 16,
 ) -> Path:
     """Export, clean up the QDQ graph when ``qdq``, stamp metadata, check, and write atomically.
 
-    ``target`` shapes the QDQ graph for the runtime that will run it (quant/onnx_qdq.py): 'onnxruntime'
-    (integer HardSwish gates, every layer int8: what ONNX Runtime fuses into QLinear* kernels) or 'openvino'
-    (HardSwish left for OpenVINO to fuse into the int8 convolution, squeeze-excite in float, as NNCF places
-    it). For ONNX Runtime, depthwise widths that are not a multiple of ``pad_channels`` (0: off) are padded
-    with zero channels onto its fast int8 depthwise kernel (quant/pad_channels.py; the same function, bit for
-    bit); what was padded is stamped in the metadata (``padded_channels``)."""
-    if target not in QDQ_TARGETS:
-        raise ValueError(f"unknown QDQ target {target!r}; use one of {', '.join(QDQ_TARGETS)}")
+    ``qdq_shape`` (QDQ_SHAPES) places Q/DQ for the runtime that will run the graph: its RuntimeSpec.qdq. In
+    the integer shape, depthwise widths that are not a multiple of ``pad_channels`` (0: off) are padded with
+    zero channels onto ONNX Runtime's fast int8 depthwise kernel (quant/pad_channels.py; the same function,
+    bit for bit); what was padded is stamped in the metadata (``padded_channels``)."""
+    if qdq_shape not in QDQ_SHAPES:
+        raise ValueError(f"unknown QDQ shape {qdq_shape!r}; use one of {', '.join(QDQ_SHAPES)}")
     import onnx
     import torch
 
@@ -108,8 +109,8 @@ def export_onnx(
         if qdq:
             from edgepipe.quant.onnx_qdq import clean_qdq, shape_for_openvino
 
-            clean_qdq(proto, integer_activations=target == "onnxruntime")
-            if target == "openvino":
+            clean_qdq(proto, integer_activations=qdq_shape == "integer")
+            if qdq_shape == "fused":
                 shape_for_openvino(proto)
             elif pad_channels:
                 meta = {**meta, "padded_channels": _pad(proto, pad_channels)}

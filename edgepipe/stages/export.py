@@ -13,6 +13,7 @@ from edgepipe.data.loaders import SplitData
 from edgepipe.errors import ParityError
 from edgepipe.models.preprocessing import Preprocessing
 from edgepipe.recipe import Recipe
+from edgepipe.runtimes.registry import runtime_for, runtime_spec
 from edgepipe.stages.base import StageContext, StageSpec
 
 log = logging.getLogger(__name__)
@@ -123,13 +124,14 @@ def _ir(export_model, onnx_path, xml, size: list[int], meta: dict, r: Recipe, qd
 
     from edgepipe.runtimes.openvino import convert_to_ir
 
-    if not qdq or r.export.openvino_qdq == "onnxruntime":
+    shape = runtime_spec(r.export.openvino_qdq).qdq
+    if not qdq or shape == runtime_for("onnx").qdq:
         return convert_to_ir(onnx_path, xml)
     from edgepipe.quant.export import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="edgepipe-ov-") as tmp:
         shaped = Path(tmp) / onnx_path.name
-        export_onnx(export_model, shaped, size, meta, r.export.opset, qdq=True, target="openvino")
+        export_onnx(export_model, shaped, size, meta, r.export.opset, qdq=True, qdq_shape=shape)
         return convert_to_ir(shaped, xml)
 
 
@@ -142,7 +144,8 @@ def write_model_files(
     weights for u8u8). benchmarks/ re-export at other sizes through here, so they time what a build ships."""
     from edgepipe.quant.export import export_onnx, pad_for_onnxruntime
 
-    export_onnx(export_model, path, size, meta, r.export.opset, qdq=qdq, pad_channels=0)
+    shape = runtime_for("onnx").qdq
+    export_onnx(export_model, path, size, meta, r.export.opset, qdq=qdq, qdq_shape=shape, pad_channels=0)
     xml = None
     if r.export.openvino:
         xml = _ir(export_model, path, path.with_suffix(".xml"), size, meta, r, qdq)

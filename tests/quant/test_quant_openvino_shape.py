@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from edgepipe.quant.export import export_onnx
+from edgepipe.runtimes.registry import runtime_spec
 from tests.conftest import calibrated_qdq_mnv3
 
 
@@ -19,8 +20,9 @@ def graphs(tmp_path_factory):
     qdq = calibrated_qdq_mnv3()
     d = tmp_path_factory.mktemp("ovshape")
     out = {}
-    for target in ("onnxruntime", "openvino"):
-        out[target] = export_onnx(qdq, d / f"{target}.onnx", [3, 32, 32], {}, 17, qdq=True, target=target)
+    for rt in ("onnxruntime", "openvino"):  # each in the Q/DQ placement its registry entry asks for
+        shape = runtime_spec(rt).qdq
+        out[rt] = export_onnx(qdq, d / f"{rt}.onnx", [3, 32, 32], {}, 17, qdq=True, qdq_shape=shape)
     return out
 
 
@@ -80,6 +82,6 @@ def test_openvino_fuses_more_of_the_shaped_graph(graphs):
     assert shaped["Convolution"] == shared["Convolution"]
 
 
-def test_export_rejects_an_unknown_target(tmp_path):
-    with pytest.raises(ValueError, match="unknown QDQ target"):
-        export_onnx(torch.nn.Identity(), tmp_path / "x.onnx", [3, 4, 4], {}, 17, qdq=True, target="tvm")
+def test_export_rejects_an_unknown_qdq_shape(tmp_path):
+    with pytest.raises(ValueError, match="unknown QDQ shape"):
+        export_onnx(torch.nn.Identity(), tmp_path / "x.onnx", [3, 4, 4], {}, 17, qdq=True, qdq_shape="tvm")
