@@ -425,9 +425,10 @@ class ExportConfig(_Strict):
         default=(),
         description="Conv nodes int8.onnx keeps in float for ONNX Runtime; auto: those measured faster",
     )
-    openvino_qdq: Literal["onnxruntime", "openvino"] = Field(
+    openvino_qdq: str = Field(
         default="onnxruntime",
-        description="Q/DQ placement of the INT8 IR: int8.onnx's, or OpenVINO's (HardSwish fused, SE float)",
+        description="Q/DQ placement of the INT8 IR: a runtime's (onnxruntime: int8.onnx's; openvino: "
+        "HardSwish fused, SE float); checked against the runtime registry when a build starts",
     )
     target_images: int = Field(
         default=500,
@@ -481,7 +482,11 @@ class BenchConfig(_Strict):
         "speed-ups are also given paired per round (speedup_paired, with its interquartile range): machine "
         "drift cancels; 0: off",
     )
-    runtimes: tuple[Literal["onnxruntime", "openvino"], ...] = ("onnxruntime", "openvino")
+    runtimes: tuple[str, ...] = Field(
+        default=("onnxruntime", "openvino"),
+        description="runtimes to time (those of the runtime registry that run an export output); checked "
+        "when a build starts",
+    )
     devices: tuple[str, ...] = Field(
         default=(),
         description="ssh://[USER@]HOST[:PORT] devices (or ssh-config aliases) every .onnx is also benched "

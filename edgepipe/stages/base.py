@@ -3,14 +3,15 @@ the StageContext ``run`` receives."""
 
 from __future__ import annotations
 
+import difflib
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgepipe.artifacts import StageResult
-from edgepipe.errors import StageError
+from edgepipe.errors import RecipeError, StageError
 from edgepipe.recipe import Recipe
 
 
@@ -64,6 +65,17 @@ class StageSpec:
 SPLIT_DATA_KEYS = frozenset({"dataset", "root", "val_fraction", "test_fraction", "limit_per_class"})
 # ... and those qat, export, ptq and bench read from the finetune checkpoint's preprocessing instead
 PREPROCESSING_DATA_KEYS = frozenset({"image_size", "crop_pct", "mean", "std"})
+
+
+def check_names(key: str, value: str | Sequence[str], known: Sequence[str]) -> None:
+    """A recipe key whose values a registry defines (the recipe, a low layer, cannot read it): a stage's
+    ``check`` refuses an unknown name before any stage runs, naming the key and the fix."""
+    named = [(key, value)] if isinstance(value, str) else [(f"{key}.{i}", v) for i, v in enumerate(value)]
+    for where, name in named:
+        if name not in known:
+            near = difflib.get_close_matches(name, known, n=1)
+            hint = f"did you mean '{near[0]}'?" if near else f"use one of {', '.join(known)}"
+            raise RecipeError(f"{where}: {name!r} is not one of {', '.join(known)}; fix: {hint}")
 
 
 def seed_everything(seed: int) -> None:

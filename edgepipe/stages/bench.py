@@ -24,9 +24,14 @@ from edgepipe.data.loaders import SplitData
 from edgepipe.models.preprocessing import Preprocessing
 from edgepipe.quant.export import read_metadata
 from edgepipe.recipe import Recipe
-from edgepipe.runtimes.registry import float_modes, kind_of_suffix, runtime_spec
-from edgepipe.stages.base import StageContext, StageSpec
-from edgepipe.targets.device import RUNTIME as DEVICE_RUNTIME
+from edgepipe.runtimes.registry import (
+    artifact_runtimes,
+    float_modes,
+    kind_of_suffix,
+    runtime_for,
+    runtime_spec,
+)
+from edgepipe.stages.base import StageContext, StageSpec, check_names
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,10 @@ HINT = "LATENCY"
 def config(recipe: Recipe) -> dict[str, Any]:
     # the schema is part of the key: a cached measurement in an older row format is measured again
     return {"bench": recipe.bench.model_dump(), "schema": SCHEMA}
+
+
+def check(recipe: Recipe) -> None:
+    check_names("bench.runtimes", recipe.bench.runtimes, artifact_runtimes())
 
 
 def artifact(runtime: str, label: str) -> str:
@@ -140,7 +149,7 @@ def run(ctx: StageContext) -> StageResult:
     preds = {f"{e.model}|{row['runtime_label']}": logits[e.model, e.runtime, e.precision].argmax(1).tolist()
              for e, row in zip(entries, rows, strict=True)}  # fmt: skip
     ort_logits = {e.model: logits[e.model, e.runtime, e.precision] for e in entries
-                  if e.runtime == DEVICE_RUNTIME}  # the device rows' reference  # fmt: skip
+                  if e.runtime == runtime_for("onnx").name}  # the device rows' reference  # fmt: skip
     devices = _bench_devices(ctx, x, y, ort_logits) if cfg.devices else []
     gates = check_gates(cfg.fail_if, rows)
     out = {
@@ -211,8 +220,9 @@ def _bench_devices(ctx: StageContext, x: np.ndarray, y: np.ndarray, ort_logits: 
     if not models:
         from edgepipe.errors import RecipeError
 
-        raise RecipeError("bench.devices: device rows are scored against ONNX Runtime here, and "
-                          "bench.runtimes has none; fix: add onnxruntime to bench.runtimes")  # fmt: skip
+        onnx_rt = runtime_for("onnx")
+        raise RecipeError(f"bench.devices: device rows are scored against {onnx_rt.title} here, and "
+                          f"bench.runtimes has none; fix: add {onnx_rt.name} to bench.runtimes")  # fmt: skip
     timing = DeviceTiming(warmup=cfg.warmup, min_iters=cfg.min_iters, min_seconds=cfg.min_seconds,
                           rounds=cfg.paired_rounds, round_iters=Settings.round_iters, threads=cfg.threads,
                           timeout_s=cfg.device_timeout_s)  # fmt: skip
@@ -264,4 +274,5 @@ STAGE = StageSpec(
     outputs=("rows", "predictions", "ops_fp32", "ops_int8"),
     config=config,
     run=run,
+    check=check,
 )

@@ -13,8 +13,8 @@ from edgepipe.data.loaders import SplitData
 from edgepipe.errors import ParityError
 from edgepipe.models.preprocessing import Preprocessing
 from edgepipe.recipe import Recipe
-from edgepipe.runtimes.registry import runtime_for, runtime_spec
-from edgepipe.stages.base import StageContext, StageSpec
+from edgepipe.runtimes.registry import qdq_runtimes, runtime_for, runtime_spec
+from edgepipe.stages.base import StageContext, StageSpec, check_names
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,10 @@ def config(recipe: Recipe) -> dict[str, Any]:
     # export.float_layers: auto times layers on bench.threads; everything else here is a transform or a check
     threads = {"bench_threads": recipe.bench.threads} if recipe.export.float_layers == "auto" else {}
     return {"export": recipe.export.model_dump(), **threads, "targets": targets}
+
+
+def check(recipe: Recipe) -> None:
+    check_names("export.openvino_qdq", recipe.export.openvino_qdq, qdq_runtimes())
 
 
 def target_sample(n: int, r: Recipe) -> np.ndarray:
@@ -44,10 +48,10 @@ def _check_targets(path, xml, x: np.ndarray, ref: np.ndarray, y: np.ndarray, r: 
     if len(idx) == 0:
         return []
     placements = resolve(r.targets)
-    jobs = [(path, "onnxruntime", placements)]
+    jobs = [(path, runtime_for("onnx").name, placements)]
     ov = [p for p in placements if p.how == "emulated" and p.target.arch == "x86_64"]
     if xml is not None and ov:
-        jobs.append((xml, "openvino", ov))
+        jobs.append((xml, runtime_for("ir").name, ov))
     results = check_targets(jobs, x[idx], ref[idx], y[idx])
     return [t.to_dict() for t in results]
 
@@ -216,7 +220,7 @@ def run(ctx: StageContext) -> StageResult:
         ref = torch_logits(reference, x)
         if not qdq:
             fp32_ref = ref
-        ort = runtime_logits(get_runtime("onnxruntime", path, threads=r.bench.threads), x)
+        ort = runtime_logits(get_runtime(runtime_for("onnx").name, path, threads=r.bench.threads), x)
         m = {
             "torch_test_top1": 100.0 * float((ref.argmax(1) == y).mean()),
             "ort_test_top1": 100.0 * float((ort.argmax(1) == y).mean()),
@@ -230,13 +234,13 @@ def run(ctx: StageContext) -> StageResult:
             outputs[f"ir_{key}_bin"] = xml.with_suffix(".bin").name
             # as our loaders run it (precision 'auto': f32 for FP32, the plugin default for INT8, which is
             # bf16 for the float layers on a bf16 CPU), and, where that differs, with the f32 hint
-            ov_rt = get_runtime("openvino", xml, threads=r.bench.threads)
+            ov_rt = get_runtime(runtime_for("ir").name, xml, threads=r.bench.threads)
             ov = runtime_logits(ov_rt, x)
             m["openvino_precision"] = ov_rt.effective.get("precision")
             m["openvino_agreement"] = _agreement(ref, ov)
             m["openvino_test_top1"] = 100.0 * float((ov.argmax(1) == y).mean())
             if m["openvino_precision"] != "f32":
-                f32_rt = get_runtime("openvino", xml, threads=r.bench.threads, precision="f32")
+                f32_rt = get_runtime(runtime_for("ir").name, xml, threads=r.bench.threads, precision="f32")
                 ov32 = runtime_logits(f32_rt, x)
                 m["openvino_f32_agreement"] = _agreement(ref, ov32)
                 m["openvino_f32_test_top1"] = 100.0 * float((ov32.argmax(1) == y).mean())
@@ -294,4 +298,5 @@ STAGE = StageSpec(
     ),
     config=config,
     run=run,
+    check=check,
 )

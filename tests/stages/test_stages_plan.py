@@ -73,6 +73,19 @@ def test_plan_refuses_an_unknown_stage_naming_the_known_ones():
         plan(parse_recipe({**BASE, "stages": ["split", "finetune"]}))
 
 
+def test_plan_refuses_a_runtime_the_registry_does_not_offer_for_its_key():
+    listed = {**BASE, "stages": ["finetune", "qat", "export", "ptq", "bench"]}
+    known = "onnxruntime, openvino"
+    with pytest.raises(RecipeError, match=rf"bench\.runtimes\.1: 'openvno' is not one of {known}; fix: did "
+                                          "you mean 'openvino'"):  # fmt: skip
+        plan(parse_recipe({**listed, "bench": {"runtimes": ["onnxruntime", "openvno"]}}))
+    with pytest.raises(RecipeError, match=rf"bench\.runtimes\.0: 'torch' is not one of {known}; fix: use"):
+        plan(parse_recipe({**listed, "bench": {"runtimes": ["torch"]}}))  # torch runs no file export makes
+    with pytest.raises(RecipeError, match=rf"export\.openvino_qdq: 'tvm' is not one of {known}; fix: use"):
+        plan(parse_recipe({**listed, "export": {"openvino_qdq": "tvm"}}))
+    assert plan(parse_recipe({**listed, "bench": {"runtimes": ["openvino"]}}))[-1] == "bench"
+
+
 def test_qat_refuses_an_arch_without_a_quantizable_twin_before_any_stage_runs():
     recipe = {**BASE, "model": {"arch": "efficientnet_b0"}}
     with pytest.raises(RecipeError) as exc:
