@@ -41,8 +41,7 @@ from edgepipe.bench.rows import add_paired, baseline_policy
 from edgepipe.cpu import native_bf16
 from edgepipe.errors import BenchInputError
 from edgepipe.gates import parse_gate
-from edgepipe.runtimes.registry import model_kind, runtime_spec
-from edgepipe.targets.device import RUNTIME as TARGET_RUNTIME
+from edgepipe.runtimes.registry import model_kind, runtime_for, runtime_spec
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +302,7 @@ def _entries(plan: _Plan, opts: BenchOptions, data, images, ref_preds,
             if data is None:
                 return {}
             scores, preds, logits = _accuracy(rt, plan, images, data)
-            if host_logits is not None and rt_name == TARGET_RUNTIME and m.kind == "onnx":
+            if host_logits is not None and rt_name == runtime_for("onnx").name and m.kind == "onnx":
                 host_logits[m.name] = logits
             if ref_preds is not None:
                 scores["agreement"] = acc.agreement(preds, ref_preds)
@@ -370,7 +369,7 @@ def _scored_inputs(plan: _Plan, opts: BenchOptions, images: acc.Images, data: ac
     x = _take(images, plan.pre, idx)  # type: ignore[arg-type]
     host = host_logits.get(m.name)
     if host is None:  # the model was not benched on onnxruntime: its host run, here
-        rt = build_runtime(m, TARGET_RUNTIME, opts.threads, opts.precision, opts.hint)
+        rt = build_runtime(m, runtime_for("onnx").name, opts.threads, opts.precision, opts.hint)
         host = runtime_logits(rt, x)
         del rt
     else:
@@ -429,26 +428,29 @@ def _check_targets(plans: list[_Plan], placements, opts: BenchOptions, images: a
     ONNX Runtime logits, or the --reference model's predictions; the TargetRow dicts and the note that says
     on what."""
     from edgepipe.targets import TargetResult, check_targets
+    from edgepipe.targets.check import kernel_name
 
     idx, which = _target_sample(len(data.samples), opts.target_images)
+    onnx_rt = runtime_for("onnx").name  # the runtime the target runner runs every .onnx on
     out = []
     for plan in plans:
         m = plan.model
         why = _not_checkable(plan)
         if why is not None:
             log.warning("%s: targets not checked: %s", m.name, why)
-            results = [TargetResult(p.target.name, p.target.title, "not checked", p.target.kernel,
-                                    "onnxruntime", reason=why) for p in placements]  # fmt: skip
+            results = [TargetResult(p.target.name, p.target.title, "not checked",
+                                    kernel_name(onnx_rt, p.target), onnx_rt, reason=why)
+                       for p in placements]  # fmt: skip
         else:
             x, ref, labels = _scored_inputs(plan, opts, images, data, host_logits, ref_preds, idx)
             log.info("%s: checking %d target(s) on %d images (emulated targets are slow)",
                      m.name, sum(p.checked for p in placements), len(idx))  # fmt: skip
-            results = check_targets([(m.path, "onnxruntime", placements)], x, ref, labels)
+            results = check_targets([(m.path, onnx_rt, placements)], x, ref, labels)
         p50 = next(
             (
                 r["latency"]["p50_ms"]
                 for r in rows
-                if r["model"] == m.name and r["runtime"] == TARGET_RUNTIME and r["batch_size"] == 1
+                if r["model"] == m.name and r["runtime"] == onnx_rt and r["batch_size"] == 1
             ),
             None,
         )

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepipe.targets.registry import Placement
+from edgepipe.runtimes.registry import runtime_spec
+from edgepipe.targets.registry import Placement, TargetSpec
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,10 @@ def _last_line(path: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
-OPENVINO_KERNEL = "OpenVINO CPU plugin's own int8 kernels for this ISA"
+def kernel_name(runtime: str, target: TargetSpec) -> str:
+    """The int8 kernels ``runtime`` runs on ``target``: its own (RuntimeSpec.target_kernel), else the target's
+    (TargetSpec.kernel: those of the runtime that runs every .onnx)."""
+    return runtime_spec(runtime).target_kernel or target.kernel
 
 
 def check_targets(
@@ -82,7 +86,7 @@ def check_targets(
         for model, runtime, placements in jobs:
             for p in placements:
                 t = p.target
-                kernel = t.kernel if runtime == "onnxruntime" else OPENVINO_KERNEL
+                kernel = kernel_name(runtime, t)
                 result = TargetResult(t.name, t.title, p.how, kernel, runtime, reason=p.reason)
                 results[runtime, t.name] = result
                 if not p.checked:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgepipe.errors import DeviceError
+from edgepipe.runtimes.registry import runtime_for
 from edgepipe.targets.check import RUNNER, TargetResult
 from edgepipe.targets.ssh import (
     Device,
@@ -36,8 +37,7 @@ from edgepipe.targets.ssh import (
 
 log = logging.getLogger(__name__)
 
-KERNEL = "native"  # the device's own ONNX Runtime kernels: the numbers are that CPU's
-RUNTIME = "onnxruntime"  # what runs each .onnx on a device (and on a --target): the host rows to compare with
+KERNEL = "native"  # the device's own kernels of the runtime that runs every .onnx: the numbers are that CPU's
 
 
 @dataclass
@@ -79,13 +79,14 @@ def _paired(base: list[float] | None, row: list[float] | None) -> float | None:
 
 
 def _check_opsets(device: Device, facts: dict, models: list[DeviceModel]) -> None:
+    package = runtime_for("onnx").package  # what runs the models there (probe() reads its version)
     for m in models:
         opset = model_opset(m.path)
-        newest = runtime_too_old(facts["onnxruntime"], opset) if opset else None
+        newest = runtime_too_old(facts[package], opset) if opset else None
         if newest is not None:
             upgrade = device.pip_fix().replace("install", "install -U", 1)
             raise DeviceError(
-                f"{device.spec}: onnxruntime {facts['onnxruntime']} on the device runs ONNX opset <= "
+                f"{device.spec}: {package} {facts[package]} on the device runs ONNX opset <= "
                 f"{newest}, {m.name} is opset {opset}; fix: {upgrade}, or export with opset {newest} "
                 "(export.opset)"
             )
@@ -94,6 +95,7 @@ def _check_opsets(device: Device, facts: dict, models: list[DeviceModel]) -> Non
 def _bundle(tmp: Path, models: list[DeviceModel], t: DeviceTiming) -> list[Path]:
     """The files to copy (models as links: no copy of a big model here) and the job file that names them."""
     files, job_models, inputs = [RUNNER], [], {}
+    runtime = runtime_for("onnx").name  # what runs each .onnx on the device
     for i, m in enumerate(models):
         key = (m.x.shape, m.x.dtype.str, hash(m.x.tobytes()))  # int8 and fp32 of one model share their images
         if key not in inputs:
@@ -103,7 +105,7 @@ def _bundle(tmp: Path, models: list[DeviceModel], t: DeviceTiming) -> list[Path]
         link = tmp / f"model{i}.onnx"
         link.symlink_to(Path(m.path).resolve())  # scp copies what a link names
         files.append(link)
-        job_models.append({"path": link.name, "inputs": inputs[key].name, "runtime": "onnxruntime"})
+        job_models.append({"path": link.name, "inputs": inputs[key].name, "runtime": runtime})
     job = {
         "models": job_models,
         "out_dir": "out",
@@ -145,8 +147,9 @@ def bench_on_device(spec: str, models: list[DeviceModel], timing: DeviceTiming) 
     with SshSession(device) as s, tempfile.TemporaryDirectory(prefix="edgepipe-device-") as tmp_name:
         tmp = Path(tmp_name)
         facts = probe(s)
-        log.info("device %s: %s, python %s, onnxruntime %s", spec, title(facts), facts["python"],
-                 facts["onnxruntime"])  # fmt: skip
+        package = runtime_for("onnx").package
+        log.info("device %s: %s, python %s, %s %s", spec, title(facts), facts["python"], package,
+                 facts[package])  # fmt: skip
         _check_opsets(device, facts, models)
         files = _bundle(tmp, models, timing)
         made = s.run('mktemp -d "${TMPDIR:-/tmp}/edgepipe-bench.XXXXXX"', timeout=60)
@@ -204,7 +207,7 @@ def _score(
             title=title(facts),
             how="device",
             kernel=KERNEL,
-            runtime=RUNTIME,
+            runtime=runtime_for("onnx").name,
             images=int(len(logits)),
             agreement=agreement(pred, m.reference.argmax(1)),
             top1=None if m.labels is None else 100.0 * float((pred == m.labels).mean()),

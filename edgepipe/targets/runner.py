@@ -3,7 +3,8 @@
 This file is executed as a script where the model will run: natively on the host, under qemu-user as another
 CPU, or copied to a device over SSH (edgepipe/targets/ssh.py). It reads a bundle of inputs, runs the model in
 batches and writes the logits and what it ran on; the caller scores them. Keep it stdlib + numpy + the
-runtime, and Python 3.9-safe: a Raspberry Pi's own python runs it.
+runtime, and Python 3.9-safe: a Raspberry Pi's own python runs it. It cannot read edgepipe.runtimes.registry,
+so the runtimes it can run are spelled here (``--runtime``).
 
     python runner.py MODEL INPUTS.npy OUT_DIR [--runtime onnxruntime|openvino] [--threads N] [--batch B]
                      [--time [--warmup W] [--min-iters N] [--min-seconds S]]
