@@ -16,6 +16,7 @@ from edgepipe.artifacts import atomic_write_json, atomic_write_text
 from edgepipe.bench import verdict
 from edgepipe.bench.rows import baseline_name
 from edgepipe.cpu import native_bf16
+from edgepipe.runtimes.registry import runtime_for, runtime_spec
 
 SCHEMA = "edgepipe.bench/2"
 PLOTS = {"accuracy_vs_latency": "accuracy vs latency", "latency": "latency distribution",
@@ -256,11 +257,12 @@ def markdown(doc: dict[str, Any]) -> str:
     base = doc["baseline"]
     match = " and ".join(_MATCH_WORDS.get(k, k) for k in base.get("match", []))
     threads = f"{settings['threads']} thread" + ("s" if settings["threads"] != 1 else "")
-    ov = [r for r in rows if r["runtime"] == "openvino"]
-    openvino = ""
-    if ov:
-        precisions = ", ".join(dict.fromkeys(str(r["precision"]) for r in ov))
-        openvino = f" OpenVINO: precision hint {precisions}, performance hint {ov[0]['perf_hint']}."
+    hints = ""  # the runtimes with a precision option: the hints their rows ran with
+    for spec in map(runtime_spec, dict.fromkeys(r["runtime"] for r in rows)):
+        moded = [r for r in rows if r["runtime"] == spec.name]
+        if spec.takes_precision:
+            precisions = ", ".join(dict.fromkeys(str(r["precision"]) for r in moded))
+            hints += f" {spec.title}: precision hint {precisions}, performance hint {moded[0]['perf_hint']}."
     peak = (
         " Peak MB: RSS rise while loading the runtime and timing it."
         if any(r.get("memory") for r in rows)
@@ -285,7 +287,7 @@ def markdown(doc: dict[str, Any]) -> str:
     text.append(
         f"Baseline for speed-up (p50 ratio) and top-1 drop (points): {basis}. "
         f"Latency: {threads}, {settings['warmup']} warm-up runs, then at least {settings['min_iters']} runs "
-        f"and {settings['min_seconds']:g} s per row; cold = first inference.{openvino}{peak}{paired}"
+        f"and {settings['min_seconds']:g} s per row; cold = first inference.{hints}{peak}{paired}"
     )
     pk = env.get("packages", {})
     text.append(
@@ -385,19 +387,20 @@ def _run_targets(rows: list[dict], stages: dict[str, Any]) -> list[dict[str, Any
         hit = [r for r in rows if r["model"] == "int8-qat" and r["runtime"] == runtime]
         return hit[0]["latency"]["p50_ms"] if hit else None
 
-    ort = [t for t in exp["targets"] if t["runtime"] == "onnxruntime"]
-    out = [{"model": "int8-qat", **t, "latency_ms": p50("onnxruntime") if t["target"] == "host" else None}
+    onnx_rt, ir_rt = runtime_for("onnx"), runtime_for("ir")  # export checks the ONNX and the IR it makes
+    ort = [t for t in exp["targets"] if t["runtime"] == onnx_rt.name]
+    out = [{"model": "int8-qat", **t, "latency_ms": p50(onnx_rt.name) if t["target"] == "host" else None}
            for t in ort]  # fmt: skip
     if "openvino_agreement" in exp:
         host = next((t for t in ort if t["target"] == "host"), None)
         out.append({
             "model": "int8-qat", "target": "host", "title": host["title"] if host else "this machine",
-            "how": "native", "kernel": f"precision {exp.get('openvino_precision')}", "runtime": "openvino",
+            "how": "native", "kernel": f"precision {exp.get('openvino_precision')}", "runtime": ir_rt.name,
             "images": exp["test_images"], "agreement": 100 * exp["openvino_agreement"],
-            "top1": exp.get("openvino_test_top1"), "reason": "", "runtime_version": _version("openvino"),
-            "cpu": host["cpu"] if host else {}, "wall_s": None, "latency_ms": p50("openvino"),
+            "top1": exp.get("openvino_test_top1"), "reason": "", "runtime_version": _version(ir_rt.package),
+            "cpu": host["cpu"] if host else {}, "wall_s": None, "latency_ms": p50(ir_rt.name),
         })  # fmt: skip
-    others = [t for t in exp["targets"] if t["runtime"] != "onnxruntime"]
+    others = [t for t in exp["targets"] if t["runtime"] != onnx_rt.name]
     out += [{"model": "int8-qat", **t, "latency_ms": None} for t in others]
     return out
 

@@ -15,11 +15,13 @@ import numpy as np
 
 from edgepipe.cpu import CPUINFO, cpu_info
 from edgepipe.errors import BenchInputError
+from edgepipe.runtimes.registry import runtime_specs
 
 log = logging.getLogger(__name__)
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "avx_vnni")
-PACKAGES = ("torch", "onnx", "onnxruntime", "openvino", "numpy")
+# every runtime's backend package (registry order, torch first), and what the models are read and fed with
+PACKAGES = tuple(dict.fromkeys(("torch", "onnx", *(s.package for s in runtime_specs()), "numpy")))
 _CPUINFO = CPUINFO
 
 

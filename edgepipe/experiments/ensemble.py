@@ -26,11 +26,11 @@ from edgepipe import __version__
 from edgepipe.artifacts import atomic_path, atomic_write_json, read_manifest
 from edgepipe.bench.measure import Settings as BenchSettings
 from edgepipe.errors import DataError, EdgepipeError, ModelError, StageError
+from edgepipe.runtimes.registry import runtime_for
 
 log = logging.getLogger(__name__)
 
 COMBINERS = ("mean", "linear")
-RUNTIME = "onnxruntime"  # members and ensembles are composed and run as ONNX graphs
 PENALTIES = (1e-3, 1e-2, 1e-1)  # linear: L2 pull of the weights towards the logit average
 STEPS, EVERY = 300, 50  # linear: full-batch Adam steps; a candidate snapshot every EVERY steps
 
@@ -98,7 +98,12 @@ def _logits(path: Path, x: np.ndarray, threads: int) -> np.ndarray:
     from edgepipe.runtimes import get_runtime
     from edgepipe.runtimes.predict import runtime_logits
 
-    return runtime_logits(get_runtime(RUNTIME, path, threads=threads), x)
+    return runtime_logits(get_runtime(_runtime(), path, threads=threads), x)
+
+
+def _runtime() -> str:
+    """Members and ensembles are composed and run as ONNX graphs: on the runtime that runs every .onnx."""
+    return runtime_for("onnx").name
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -340,6 +345,7 @@ def _bench(members, graphs, test, settings: BenchSettings, summary: dict, out: P
     from edgepipe.runtimes.predict import runtime_logits
 
     x, y = test
+    runtime = _runtime()
     meta = members[0].meta
     input_size = list(meta["preprocessing"]["input_size"])
     models = [(f"{m.name} {p}", getattr(m, p), p) for m in members for p in ("fp32", "int8")]
@@ -352,8 +358,8 @@ def _bench(members, graphs, test, settings: BenchSettings, summary: dict, out: P
                 model=label,
                 file=path,
                 kind="onnx",
-                runtime=RUNTIME,
-                build=lambda path=path: get_runtime(RUNTIME, path, threads=settings.threads),
+                runtime=runtime,
+                build=lambda path=path: get_runtime(runtime, path, threads=settings.threads),
                 input_size=input_size,
                 compute=compute,
                 is_float=prec == "fp32",
@@ -372,7 +378,7 @@ def _bench(members, graphs, test, settings: BenchSettings, summary: dict, out: P
                 "preprocessing_source": "ONNX metadata_props",
                 "classes": meta["classes"],
                 "classes_source": "ONNX metadata_props",
-                "runtimes": [RUNTIME],
+                "runtimes": [runtime],
                 "compute": compute,
             }
         )
@@ -390,7 +396,7 @@ def _bench(members, graphs, test, settings: BenchSettings, summary: dict, out: P
     plots = {k: p.name for k, p in write_plots(rows, out).items()}
     drop_samples(rows)
     doc = measured.document(
-        settings={"runtimes": [RUNTIME], "precision": "f32", "hint": "LATENCY", "gates": []},
+        settings={"runtimes": [runtime], "precision": "f32", "hint": "LATENCY", "gates": []},
         data={
             "data": source.get("dataset") or str(source.get("root")),
             "kind": "test split of the members' runs",

@@ -28,6 +28,7 @@ import yaml
 from edgepipe.artifacts import atomic_write_json, atomic_write_text, hash_json, read_manifest
 from edgepipe.errors import EdgepipeError, RecipeError, StageError, missing_dependency
 from edgepipe.recipe import Recipe, load_recipe, parse_recipe
+from edgepipe.runtimes.registry import runtime_for
 
 log = logging.getLogger(__name__)
 
@@ -288,8 +289,9 @@ def _split_once(build: Build, first: Variant, out: Path) -> None:
 
 
 def _primary(rows: list[dict]) -> str:
-    labels = [r["runtime_label"] for r in rows]
-    return "onnxruntime" if "onnxruntime" in labels else labels[0]
+    """The runtime a variant's headline numbers come from: the one that runs every .onnx, when benched."""
+    labels, onnx_rt = [r["runtime_label"] for r in rows], runtime_for("onnx").name
+    return onnx_rt if onnx_rt in labels else labels[0]
 
 
 def _model_entry(row: dict, labels: list[int], preds: list[int] | None, classes: list[str]) -> dict:
