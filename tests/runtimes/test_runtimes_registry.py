@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from edgepipe.bench.loading import BenchModel, select_runtimes
 from edgepipe.errors import BenchInputError
-from edgepipe.runtimes import RUNTIME_NAMES
+from edgepipe.runtimes import RUNTIME_NAMES, registry
 from edgepipe.runtimes.registry import (
     ROLES,
     ModelKind,
@@ -67,3 +69,35 @@ def test_each_role_is_one_runtime_and_a_second_holder_or_an_unknown_role_is_refu
         register_runtime(RuntimeSpec("tvm", "x:Y", "tvm", (".onnx",), "onnx", (), roles=("gpu",)))
     assert "tvm" not in runtime_names()
 
+
+@pytest.fixture
+def fake_onnx_runtime(monkeypatch):
+    """A registry in which a made-up runtime, registered like any other, runs every .onnx in its own QDQ
+    placement on kernels of its own: nothing below names it, so whatever follows it read the registry."""
+    rest = {n: dataclasses.replace(s, roles=tuple(r for r in s.roles if r != "onnx"))
+            for n, s in registry._SPECS.items()}  # fmt: skip
+    monkeypatch.setattr(registry, "_SPECS", rest)
+    return register_runtime(
+        RuntimeSpec("fakert", "x:Y", "fakert", (".onnx",), "onnx", ("threads",), title="FakeRT",
+                    roles=("onnx",), qdq="fused", target_kernel="FakeRT's own int8 kernels")  # fmt: skip
+    )
+
+
+def test_what_runs_where_follows_the_registry_not_a_spelled_name(fake_onnx_runtime):
+    from edgepipe.experiments.ensemble import _runtime as ensemble_runtime
+    from edgepipe.experiments.sweep import _primary
+    from edgepipe.pipeline import plan
+    from edgepipe.recipe import parse_recipe
+    from edgepipe.targets import TARGETS
+    from edgepipe.targets.check import kernel_name
+
+    assert runtime_for("onnx") is fake_onnx_runtime and runtime_for("ir").name == "openvino"
+    assert ensemble_runtime() == "fakert"
+    assert _primary([{"runtime_label": "openvino-f32"}, {"runtime_label": "fakert"}]) == "fakert"
+    target = TARGETS["x86-64-v3"]
+    assert kernel_name("fakert", target) == "FakeRT's own int8 kernels"
+    assert kernel_name("onnxruntime", target) == target.kernel  # no kernels of its own: the target's
+    # the recipe keys that name runtimes accept what the registry offers for them
+    recipe = {"name": "r", "data": {"root": "photos"}, "stages": ["finetune", "qat", "export", "bench"],
+              "bench": {"runtimes": ["fakert"]}, "export": {"openvino_qdq": "fakert"}}  # fmt: skip
+    assert plan(parse_recipe(recipe))[-1] == "bench"
