@@ -1,4 +1,4 @@
-"""The one bench document (``edgepipe.bench/2``), its Markdown view and its plots.
+"""The one bench document (``edgepipe.bench/3``), its Markdown view and its plots.
 
 `edgepipe bench --json` and a run's ``report.json`` are both built by :func:`document`, drawn by
 :func:`write_plots` and shown by :func:`markdown`; docs/report_schema.md documents every field and
@@ -17,7 +17,7 @@ from edgepipe.bench import verdict
 from edgepipe.bench.rows import baseline_name
 from edgepipe.cpu import native_bf16
 
-SCHEMA = "edgepipe.bench/2"
+SCHEMA = "edgepipe.bench/3"
 PLOTS = {"accuracy_vs_latency": "accuracy vs latency", "latency": "latency distribution",
          "gradcam": "Grad-CAM of test images, FP32 vs QAT"}  # fmt: skip
 _MATCH_WORDS = {"runtime_label": "runtime (with its precision)", "runtime": "runtime", "batch_size": "batch"}
@@ -192,7 +192,7 @@ def _columns(doc: dict[str, Any]) -> list[tuple[str, Any]]:
         cols += [
             ("top-1 %", lambda r: _fmt(r.get("top1"))),
             ("top-5 %", lambda r: _fmt(r.get("top5"))),
-            ("macro F1", lambda r: _fmt(r.get("macro_f1"), 3)),
+            ("macro F1 %", lambda r: _fmt(r.get("macro_f1"))),
         ]
     if doc.get("reference") is not None:
         cols.append(("agree % vs ref", lambda r: _fmt(r.get("agreement"))))

@@ -5,7 +5,7 @@ malformed gate) is found before the first timed run. Then, per model and runtime
 (cold first inference, then warm-up, percentiles), accuracy on ``--data`` through that runtime, agreement
 with ``--reference``, and MACs counted on the ONNX graph. With ``--target``, each ``.onnx`` also runs on each
 named CPU's own ONNX Runtime kernels (edgepipe.targets: natively, or under qemu-user: numerics only) and is
-scored against its host run (or ``--reference``). Output: an ``edgepipe.bench/2`` document (the
+scored against its host run (or ``--reference``). Output: an ``edgepipe.bench/3`` document (the
 schema a run's report.json shares, docs/report_schema.md), a Markdown table, optional PNG plots, and gate
 results that ``edgepipe.bench.gates.enforce`` turns into exit 8.
 """

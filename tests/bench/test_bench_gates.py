@@ -32,6 +32,12 @@ def test_parse_gate_accepts_metric_op_number(text, parsed):
     assert (g.metric, g.op, g.threshold) == parsed and g.text == text
 
 
+def test_a_percentage_gate_with_a_fraction_threshold_is_refused_with_the_points_to_write():
+    with pytest.raises(BenchInputError, match=r"macro_f1 is a percentage .* fix: write macro_f1<80$"):
+        parse_gate("macro_f1<0.8")
+    assert parse_gate("macro_f1<80").threshold == 80.0 and parse_gate("top1<0").threshold == 0.0
+
+
 @pytest.mark.parametrize(
     "text", ["acc_drop>>0.5", "acc_drop", "speedup<", "<1.5", "p99_ms=10", "p99_ms>10ms", ""]
 )
