@@ -32,11 +32,12 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from edgepipe.artifacts import atomic_write_json, atomic_write_text
-from edgepipe.bench.accuracy import agreement, score_logits
+from edgepipe.bench.accuracy import score_logits
 from edgepipe.bench.harness import paired_ratio
 from edgepipe.bench.measure import Entry, Settings, measure
 from edgepipe.data.loaders import SplitData
 from edgepipe.recipe import load_recipe
+from edgepipe.train.metrics import agreement
 
 log = logging.getLogger("int8_speedup")
 RESULTS = Path(__file__).parent / "results"
@@ -423,8 +424,8 @@ def targets(block: dict, size: int, trained: bool) -> list[str]:
             )
         a = q["agreement"]
         out.append(
-            f"- {rt}: INT8{label} agrees with the torch fake-quant model on at least 99.5%: {a:.2f}% "
-            f"-> {'met' if a >= 99.5 else 'NOT met'}"
+            f"- {rt}: INT8{label} agrees with the torch fake-quant model on at least 99.5%: {100 * a:.2f}% "
+            f"-> {'met' if a >= 0.995 else 'NOT met'}"
         )
     return out
 
@@ -495,7 +496,8 @@ def markdown(results: dict, batches: list[int]) -> str:
             file = "xml" if r["kind"] == "openvino-ir" else "onnx"
             line = (
                 f"| {r['model']} | {r['runtime']} | {r['mode']} ({r['effective_precision']}) | {file} | "
-                f"{r['top1']:.2f} | {r['agreement']:.2f}% ({r['torch_reference']}) | {r['size_mb']:.2f} |"
+                f"{r['top1']:.2f} | {100 * r['agreement']:.2f}% ({r['torch_reference']}) "
+                f"| {r['size_mb']:.2f} |"
             )
             for b in batches:
                 line += _speedup_cell(by.get(b))

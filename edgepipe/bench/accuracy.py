@@ -310,8 +310,3 @@ def score_logits(logits: np.ndarray, target: np.ndarray) -> dict[str, Any]:
 
 def predicted_names(logits: np.ndarray, names: list[str]) -> np.ndarray:
     return np.asarray(names, dtype=object)[logits.argmax(1)]
-
-
-def agreement(a: np.ndarray, b: np.ndarray) -> float:
-    """Share (%) of images on which two models predict the same class."""
-    return 100.0 * float((a == b).mean()) if len(a) else float("nan")

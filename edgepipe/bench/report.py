@@ -63,6 +63,11 @@ def document(
     }
 
 
+def _pct(fraction: float | None) -> float | None:
+    """A fraction (agreement, 0..1) as the percentage Markdown shows."""
+    return None if fraction is None else 100 * fraction
+
+
 def targets_markdown(targets: list[dict[str, Any]], reference: str = "the QAT torch model") -> list[str]:
     """The targets table: where each model was checked, on which kernels, and how right it is there (device
     rows have their own table: devices_markdown)."""
@@ -85,7 +90,7 @@ def targets_markdown(targets: list[dict[str, Any]], reference: str = "the QAT to
         lines.append(
             f"| {t['model']} | {t['target']} | {t['title']} | {how} | {t['runtime']} "
             f"{t.get('runtime_version') or ''}: {t['kernel']} | {t['images'] or '—'} "
-            f"| {cell(t['agreement'])} | {cell(t['top1'])} | {cell(t.get('latency_ms'), 3)} |"
+            f"| {cell(_pct(t['agreement']))} | {cell(t['top1'])} | {cell(t.get('latency_ms'), 3)} |"
         )
     lines += [
         "",
@@ -119,7 +124,7 @@ def devices_markdown(targets: list[dict[str, Any]], reference: str) -> list[str]
             f"| {t['model']} | {t['target']} | {t['title']} | {cell(lat['cold_ms'], 2)} "
             f"| {cell(lat['p50_ms'])} | {cell(lat['p90_ms'])} | {cell(lat['p99_ms'])} "
             f"| {cell(t.get('peak_rss_mb'), 1)} | {cell(t.get('speedup_paired'), 2)} "
-            f"| {cell(t['top1'], 2)} | {cell(t['agreement'], 2)} |"
+            f"| {cell(t['top1'], 2)} | {cell(_pct(t['agreement']), 2)} |"
         )
     first = {}
     for t in rows:
@@ -195,7 +200,7 @@ def _columns(doc: dict[str, Any]) -> list[tuple[str, Any]]:
             ("macro F1 %", lambda r: _fmt(r.get("macro_f1"))),
         ]
     if doc.get("reference") is not None:
-        cols.append(("agree % vs ref", lambda r: _fmt(r.get("agreement"))))
+        cols.append(("agree % vs ref", lambda r: _fmt(_pct(r.get("agreement")))))
     cols += [
         ("GMACs", lambda r: "–" if r.get("gmacs") is None else f"{r['gmacs']:.4g}"),
         (
@@ -393,7 +398,7 @@ def _run_targets(rows: list[dict], stages: dict[str, Any]) -> list[dict[str, Any
         out.append({
             "model": "int8-qat", "target": "host", "title": host["title"] if host else "this machine",
             "how": "native", "kernel": f"precision {exp.get('openvino_precision')}", "runtime": "openvino",
-            "images": exp["test_images"], "agreement": 100 * exp["openvino_agreement"],
+            "images": exp["test_images"], "agreement": exp["openvino_agreement"],
             "top1": exp.get("openvino_test_top1"), "reason": "", "runtime_version": _version("openvino"),
             "cpu": host["cpu"] if host else {}, "wall_s": None, "latency_ms": p50("openvino"),
         })  # fmt: skip

@@ -43,6 +43,7 @@ from edgepipe.errors import BenchInputError
 from edgepipe.gates import parse_gate
 from edgepipe.runtimes.registry import model_kind, runtime_spec
 from edgepipe.targets.device import RUNTIME as TARGET_RUNTIME
+from edgepipe.train.metrics import agreement
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +307,7 @@ def _entries(plan: _Plan, opts: BenchOptions, data, images, ref_preds,
             if host_logits is not None and rt_name == TARGET_RUNTIME and m.kind == "onnx":
                 host_logits[m.name] = logits
             if ref_preds is not None:
-                scores["agreement"] = acc.agreement(preds, ref_preds)
+                scores["agreement"] = agreement(preds, ref_preds)
             return scores
 
         return score

@@ -1,8 +1,10 @@
 """Classification metrics from predictions (numpy only) and a confusion-matrix PNG.
 
-Every rate is a percentage, like top-1 everywhere else in edgepipe. Macro averages follow scikit-learn's
-defaults (classes present in labels or predictions; an undefined ratio such as the precision of a class
-never predicted counts as 0), so numbers compare with what users get from ``classification_report``.
+Every rate is a percentage, like top-1 everywhere else in edgepipe, except agreement: a fraction (0..1) in
+every document, like ``export.min_agreement``, shown as a percentage only in Markdown and console text.
+Macro averages follow scikit-learn's defaults (classes present in labels or predictions; an undefined ratio
+such as the precision of a class never predicted counts as 0), so numbers compare with what users get from
+``classification_report``.
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ def macro_f1(labels: Sequence[int], preds: Sequence[int]) -> float:
     n = int(max(y.max(), p.max())) + 1
     _, _, f1, seen = _per_class(confusion_matrix(y, p, n))
     return _macro(f1, seen)
+
+
+def agreement(a: Sequence[int], b: Sequence[int]) -> float:
+    """Fraction (0..1) of images on which two models predict the same class (``a``, ``b``: class indices):
+    the one agreement of every export, target, device, bench and ensemble document."""
+    x, y = np.asarray(a), np.asarray(b)
+    return float((x == y).mean()) if x.size else float("nan")
 
 
 def classification_metrics(
