@@ -87,10 +87,7 @@ def export_all(run: Path, size: int, work: Path, calib: int, recipe, threads: in
     export_onnx(to_qdq_module(qat_model), onnx["int8-qat-nopad"], shape, meta, 17, qdq=True, pad_channels=0)
     export_onnx(to_qdq_module(qat_model), onnx["int8-qat-ov"], shape, meta, 17, qdq=True, target="openvino")
     torchscript_export(qat_model, torch.zeros(1, *shape), onnx["int8-qat-naive"], 17)
-    data = SplitData(run / "split" / "split.json", recipe.data, pre, recipe.seed)
-    n_train = len(data.split["train"])
-    x_cal, _ = data.arrays("train", indices=sorted(random.Random(recipe.seed).sample(range(n_train),
-                                                                                      min(calib, n_train))))
+    _, x_cal = SplitData(run / "split" / "split.json", recipe.data, pre, recipe.seed).calibration(calib)
     ort_static_quantize(onnx["fp32"], onnx["int8-ptq-ort"], x_cal, "minmax", meta)
     paths = {m: {"onnxruntime": onnx[m], "openvino": onnx[m]} for m in MODELS}
     for m, src in (("fp32", "fp32"), ("int8-qat", "int8-qat-nopad"), ("int8-qat-ov", "int8-qat-ov")):
