@@ -36,6 +36,7 @@ from edgepipe.bench.timing import environment
 from edgepipe.data.loaders import SplitData
 from edgepipe.models.checkpoint import read_checkpoint
 from edgepipe.recipe import load_recipe
+from edgepipe.train.metrics import agreement
 
 log = logging.getLogger("int8_agreement")
 RESULTS = Path(__file__).parent / "results"
@@ -125,7 +126,7 @@ def main() -> None:
         table.append(
             {
                 "step": label,
-                "agreement_with_torch_qat": float((logits.argmax(1) == ref.argmax(1)).mean()),
+                "agreement_with_torch_qat": agreement(logits.argmax(1), ref.argmax(1)),
                 "test_top1": 100.0 * float((logits.argmax(1) == y).mean()),
                 "mean_abs_logit_diff": float(np.abs(logits - ref).mean()),
             }
@@ -133,7 +134,7 @@ def main() -> None:
     exported = dict(rows)["4. cleaned, int32 biases (the exported model), ORT fusions off"]
     contrast = {
         "step": "the QAT model with float biases (eager torch's default) vs 4.",
-        "agreement": float((float_bias.argmax(1) == exported.argmax(1)).mean()),
+        "agreement": agreement(float_bias.argmax(1), exported.argmax(1)),
         "mean_abs_logit_diff": float(np.abs(float_bias - exported).mean()),
     }
     results = {

@@ -54,7 +54,7 @@ BASES = ("recipes/mnv3_qat.yaml", "recipes/efficientnet_lite0_fashion.yaml")
 TARGETS = ("host", "x86-64-v3", "cortex-a72", "cortex-a76")
 OPENVINO = "openvino (host)"
 GATE = 0.99  # the recipes' export.min_agreement
-SCHEMA = "edgepipe.int8_numerics/1"
+SCHEMA = "edgepipe.int8_numerics/2"  # bumped whenever a key is renamed, removed or changes meaning
 
 
 # ------------------------------------------------------------------------------------------------ recipes
@@ -129,14 +129,14 @@ def gate(export_metrics: dict, threshold: float = GATE) -> dict:
                 continue
             checked.append(f"{key} {label}")
             if m[a] < threshold:
-                fails.append({"model": key, "check": label, "agreement": 100 * m[a]})
+                fails.append({"model": key, "check": label, "agreement": m[a]})
         if key != "int8":
             continue
         for t in m.get("targets") or ():
             if t.get("agreement") is None:
                 continue
             checked.append(f"{key} {target_key(t)}")
-            if t["agreement"] < 100 * threshold:
+            if t["agreement"] < threshold:
                 fails.append({"model": key, "check": target_key(t), "agreement": t["agreement"]})
     return {"min_agreement": threshold, "passed": not fails, "failures": fails, "checked": checked}
 
@@ -164,7 +164,7 @@ def collect(report: dict) -> dict:
     if q.get("openvino_agreement") is not None:
         targets[OPENVINO] = {
             "how": "native", "kernel": f"OpenVINO, precision {q.get('openvino_precision')}",
-            "images": q.get("test_images"), "agreement": 100 * q["openvino_agreement"],
+            "images": q.get("test_images"), "agreement": q["openvino_agreement"],
             "top1": q.get("openvino_test_top1"), "reason": "",
         }  # fmt: skip
     int8 = _row(rows, "int8-qat", "onnxruntime")
@@ -186,7 +186,7 @@ def collect(report: dict) -> dict:
         "qat_torch_top1": q.get("torch_test_top1"),
         "targets_fp32_top1": q.get("targets_fp32_top1"),  # FP32 on the targets' sample
         "int8_ort_top1": q.get("ort_test_top1"),
-        "int8_ort_agreement": None if q.get("ort_agreement") is None else 100 * q["ort_agreement"],
+        "int8_ort_agreement": q.get("ort_agreement"),
         "targets": targets,
         "int8_onnxruntime": timing(int8),
         "fp32_onnxruntime": timing(fp32),
@@ -225,19 +225,24 @@ def _f(v: Any, nd: int = 2, suffix: str = "") -> str:
     return "—" if v is None else f"{v:.{nd}f}{suffix}"
 
 
+def _pct(fraction: float | None) -> float | None:
+    """An agreement (a fraction, 0..1, in the JSON) as the percentage tables and the plot show."""
+    return None if fraction is None else 100 * fraction
+
+
 def _target_cell(t: dict | None) -> str:
     if t is None:
         return "—"
     if t.get("agreement") is None:
         return str(t.get("how"))  # not checked / failed: the reason is in the JSON
-    mark = "" if t["agreement"] >= 100 * GATE else " ✗"
-    return f"{t['agreement']:.2f}{mark} / {_f(t.get('top1'))}"
+    mark = "" if t["agreement"] >= GATE else " ✗"
+    return f"{_pct(t['agreement']):.2f}{mark} / {_f(t.get('top1'))}"
 
 
 def _gate_cell(g: dict) -> str:
     if g["passed"]:
         return "pass"
-    return "FAIL: " + ", ".join(f"{f['check']} {f['agreement']:.2f}%" for f in g["failures"])
+    return "FAIL: " + ", ".join(f"{f['check']} {_pct(f['agreement']):.2f}%" for f in g["failures"])
 
 
 def columns(variants: list[dict]) -> list[str]:
@@ -260,7 +265,7 @@ def model_table(model: dict) -> list[str]:
         base = f" vs fp32 {t['baseline']}" if t.get("baseline") else ""
         speed = f"{_f(t.get('speedup'))}x / {_f(t.get('speedup_paired'))}x{base}" if t else "—"
         cells = [f"**{v['numerics']}**", _f(v.get("fp32_ort_top1")), _f(v.get("qat_torch_top1")),
-                 f"{_f(v.get('int8_ort_top1'))} ({_f(v.get('int8_ort_agreement'))}% agree)",
+                 f"{_f(v.get('int8_ort_top1'))} ({_f(_pct(v.get('int8_ort_agreement')))}% agree)",
                  *(_target_cell(v["targets"].get(c)) for c in cols), _f(t.get("p50_ms"), 3), speed,
                  _f(t.get("size_mb")), _gate_cell(v["gate"])]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
@@ -386,7 +391,7 @@ def plot(results: dict, path: Path) -> Path | None:
         width = 0.8 / max(1, len(variants))
         low = 100.0
         for i, v in enumerate(variants):
-            vals = [(v["targets"].get(c) or {}).get("agreement") for c in cols]
+            vals = [_pct((v["targets"].get(c) or {}).get("agreement")) for c in cols]
             xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(cols))]
             got = [(x, a) for x, a in zip(xs, vals, strict=True) if a is not None]
             low = min([low, *(a for _, a in got)])

@@ -232,7 +232,8 @@ def issue_targets(res: dict) -> list[str]:
         )
         + "."
     )
-    low = [f"{k} {v:.2f}" for k, v in acc["minimalistic"]["targets"].items() if v is not None and v < 99.5]
+    agree = acc["minimalistic"]["targets"]  # fractions; the text shows %
+    low = [f"{k} {100 * v:.2f}" for k, v in agree.items() if v is not None and v < 0.995]
     out.append(
         "- Agreement >= 99.5% on every target: "
         + ("**met**" if not low else f"**not met**: {', '.join(low)}")
@@ -261,7 +262,7 @@ def markdown(res: dict) -> str:
     ]
     for arch, a in res["accuracy"].items():
         t = a["top1"]
-        agree = ", ".join(f"{k} {v:.2f}" for k, v in a["targets"].items() if v is not None) or "—"
+        agree = ", ".join(f"{k} {100 * v:.2f}" for k, v in a["targets"].items() if v is not None) or "—"
         cells = [_pct(t.get(f"{m} · onnxruntime")) for m in ("fp32", "int8-qat", "int8-ptq")]
         md.append(f"| {arch} | {a['gmacs']:.4f} | {' | '.join(cells)} | {agree} |")
     for size, by_rt in res["timing"].items():

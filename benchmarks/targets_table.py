@@ -44,7 +44,7 @@ def main() -> None:
           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in runs.items():
         for t in r["targets"]:
-            agree = "—" if t["agreement"] is None else f"{t['agreement']:.2f}"
+            agree = "—" if t["agreement"] is None else f"{100 * t['agreement']:.2f}"
             top1 = "—" if t["top1"] is None else f"{t['top1']:.2f}"
             md.append(f"| {name} | {r['numerics']} | {r['fp32_torch_test_top1']:.2f} "
                       f"| {r['qat_torch_test_top1']:.2f} | {r['ort_test_top1']:.2f} | {t['target']} "

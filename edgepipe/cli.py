@@ -190,7 +190,7 @@ def bench(
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Use a seeded random subset of this many images.")] = None,
     json_out: Annotated[
-        Path | None, typer.Option("--json", help="Write the edgepipe.bench/2 JSON here.")
+        Path | None, typer.Option("--json", help="Write the edgepipe.bench/3 JSON here.")
     ] = None,
     fail_if: Annotated[
         list[str] | None,

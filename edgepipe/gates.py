@@ -19,6 +19,7 @@ class Metric:
     key: str  # where a benchmark row holds the value: a key, or a dotted path into nested dicts
     relative: bool = False  # compared with the baseline row, so never checked on the baseline itself
     needs: str | None = None  # "data" | "reference": what the run must have to measure it
+    unit: str | None = None  # "%": a percentage (0-100), like top-1; "fraction": 0..1, like agreement
 
 
 METRICS: dict[str, Metric] = {
@@ -33,10 +34,12 @@ METRICS: dict[str, Metric] = {
     "size_mb": Metric("model file size (MB)", "size_mb"),
     "gmacs": Metric("GMACs per image", "gmacs"),
     "peak_mb": Metric("peak RSS rise while loading and timing (MB)", "memory.peak_delta_mb"),
-    "top1": Metric("top-1 %", "top1", needs="data"),
-    "top5": Metric("top-5 %", "top5", needs="data"),
-    "macro_f1": Metric("macro F1 (0-1)", "macro_f1", needs="data"),
-    "agreement": Metric("% equal top-1 with --reference", "agreement", needs="reference"),
+    "top1": Metric("top-1 %", "top1", needs="data", unit="%"),
+    "top5": Metric("top-5 %", "top5", needs="data", unit="%"),
+    "macro_f1": Metric("macro F1 %", "macro_f1", needs="data", unit="%"),
+    "agreement": Metric(
+        "fraction (0..1) of images with --reference's top-1", "agreement", needs="reference", unit="fraction"
+    ),
 }
 
 
@@ -52,7 +55,9 @@ class Gate:
 
 
 def parse_gate(text: str) -> Gate:
-    """``METRIC OP NUMBER`` with OP one of < <= > >=; anything else is a one-line error."""
+    """``METRIC OP NUMBER`` with OP one of < <= > >=; anything else is a one-line error, and so is a threshold
+    between 0 and 1 on a percentage (top1, top5, macro_f1), or above 1 on a fraction (agreement): a number
+    in the other unit."""
     m = _GATE.match(text)
     if m is None:
         raise BenchInputError(
@@ -64,4 +69,15 @@ def parse_gate(text: str) -> Gate:
         raise BenchInputError(
             f"unknown gate metric '{metric}' in '{text}'; fix: use one of {', '.join(METRICS)}"
         )
-    return Gate(text, metric, op, float(number))
+    threshold = float(number)
+    if METRICS[metric].unit == "%" and 0 < threshold < 1:
+        raise BenchInputError(
+            f"gate '{text}': {metric} is a percentage (0-100, like top1), and {threshold:g}% reads like a "
+            f"fraction; fix: write {metric}{op}{100 * threshold:g}"
+        )
+    if METRICS[metric].unit == "fraction" and not 0 <= threshold <= 1:
+        raise BenchInputError(
+            f"gate '{text}': {metric} is a fraction (0..1, like export.min_agreement); fix: write "
+            f"{metric}{op}{threshold / 100:g}"
+        )
+    return Gate(text, metric, op, threshold)

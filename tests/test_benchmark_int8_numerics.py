@@ -20,9 +20,9 @@ def _target(name, agreement, top1=90.0, how="emulated", runtime="onnxruntime"):
 
 def _report(numerics: str, v3: float, ov: float = 0.995) -> dict:
     """A run's report.json as the bench stage and write_run_report leave it (the keys the script reads)."""
-    targets = [_target("host", 100.0, how="native"), _target("x86-64-v3", v3), _target("cortex-a72", 100.0),
+    targets = [_target("host", 1.0, how="native"), _target("x86-64-v3", v3), _target("cortex-a72", 1.0),
                _target("cortex-a76", None, None, how="not checked"),
-               _target("x86-64-v3", 98.0, runtime="openvino")]  # fmt: skip
+               _target("x86-64-v3", 0.98, runtime="openvino")]  # fmt: skip
     int8 = {"torch_test_top1": 90.5, "ort_test_top1": 90.4, "ort_agreement": 0.9995, "test_images": 10000,
             "openvino_agreement": ov, "openvino_test_top1": 90.1, "openvino_precision": "bf16",
             "numerics": numerics, "targets": targets, "targets_fp32_top1": 91.2}  # fmt: skip
@@ -57,13 +57,13 @@ def test_derive_renames_sets_numerics_opens_the_gate_and_runs_every_stage():
 
 def test_gate_at_099_fails_on_the_saturating_target_and_on_openvino_but_skips_unchecked_ones():
     mod = _load()
-    exp = _report("s8", v3=97.5, ov=0.985)["stages"]["export"]["metrics"]
+    exp = _report("s8", v3=0.975, ov=0.985)["stages"]["export"]["metrics"]
     g = mod.gate(exp)
     assert not g["passed"]
-    assert [(f["check"], round(f["agreement"], 2)) for f in g["failures"]] == [
-        ("openvino (host)", 98.5), ("x86-64-v3", 97.5), ("x86-64-v3 (openvino)", 98.0)]  # fmt: skip
+    assert [(f["check"], f["agreement"]) for f in g["failures"]] == [
+        ("openvino (host)", 0.985), ("x86-64-v3", 0.975), ("x86-64-v3 (openvino)", 0.98)]  # fmt: skip
     assert "int8 cortex-a76" not in g["checked"] and "int8 cortex-a72" in g["checked"]
-    exp = _report("s7", v3=99.95)["stages"]["export"]["metrics"]
+    exp = _report("s7", v3=0.9995)["stages"]["export"]["metrics"]
     assert [f["check"] for f in mod.gate(exp)["failures"]] == ["x86-64-v3 (openvino)"]
     exp["int8"]["targets"].pop()
     assert mod.gate(exp)["passed"]
@@ -71,12 +71,12 @@ def test_gate_at_099_fails_on_the_saturating_target_and_on_openvino_but_skips_un
 
 def test_collect_reads_accuracy_targets_openvino_and_the_int8_speedup():
     mod = _load()
-    v = mod.collect(_report("s8", v3=97.5))
+    v = mod.collect(_report("s8", v3=0.975))
     assert v["numerics"] == "s8" and v["fp32_ort_top1"] == 91.0 and v["qat_torch_top1"] == 90.5
-    assert v["int8_ort_top1"] == 90.4 and abs(v["int8_ort_agreement"] - 99.95) < 1e-9
-    assert v["targets"]["x86-64-v3"]["agreement"] == 97.5  # ONNX Runtime's, not OpenVINO's on that target
-    assert v["targets"]["x86-64-v3 (openvino)"]["agreement"] == 98.0 and v["targets_fp32_top1"] == 91.2
-    assert abs(v["targets"]["openvino (host)"]["agreement"] - 99.5) < 1e-9
+    assert v["int8_ort_top1"] == 90.4 and v["int8_ort_agreement"] == 0.9995  # agreement: a fraction
+    assert v["targets"]["x86-64-v3"]["agreement"] == 0.975  # ONNX Runtime's, not OpenVINO's on that target
+    assert v["targets"]["x86-64-v3 (openvino)"]["agreement"] == 0.98 and v["targets_fp32_top1"] == 91.2
+    assert v["targets"]["openvino (host)"]["agreement"] == 0.995
     t = v["int8_onnxruntime"]
     assert (t["p50_ms"], t["speedup"], t["speedup_paired"], t["size_mb"]) == (1.0, 2.0, 1.9, 4.5)
     assert t["baseline"] == "onnxruntime"
@@ -86,7 +86,7 @@ def test_collect_reads_accuracy_targets_openvino_and_the_int8_speedup():
 def test_markdown_renders_one_row_per_numerics_from_json_alone(tmp_path):
     mod = _load()
     variants = []
-    for numerics, v3 in (("s8", 97.5), ("s7", 99.95)):
+    for numerics, v3 in (("s8", 0.975), ("s7", 0.9995)):
         v = {"numerics": numerics, "run": f"mnv3_qat_{numerics}", **mod.collect(_report(numerics, v3))}
         v["build"] = {"command": "edgepipe build x.yaml --out o", "rc": 0, "wall_s": 90.0,
                       "log_stages": {"finetune": "cached", "qat": "cached", "export": "running"}}  # fmt: skip
@@ -116,7 +116,8 @@ def test_markdown_renders_one_row_per_numerics_from_json_alone(tmp_path):
     md = mod.markdown(results)
     rows = [ln for ln in md.splitlines() if ln.startswith("| **")]
     assert len(rows) == 2 and rows[0].startswith("| **s8**") and rows[1].startswith("| **s7**")
-    assert "97.50 ✗ / 90.00" in rows[0] and "FAIL: x86-64-v3 97.50%" in rows[0]
+    assert "97.50 ✗ / 90.00" in rows[0] and "FAIL: x86-64-v3 97.50%" in rows[0]  # fractions shown as %
+    assert "(99.95% agree)" in rows[0]
     assert rows[1].rstrip().endswith("| FAIL: x86-64-v3 (openvino) 98.00% |")
     head = next(ln for ln in md.splitlines() if ln.startswith("| numerics"))
     assert head.index("cortex-a76:") < head.index("x86-64-v3 (openvino):") < head.index("openvino (host):")

@@ -23,7 +23,7 @@ def _row(model, runtime, mode, p50, rounds=None, batch=1):
     return {
         "model": model, "runtime": runtime, "precision": precision, "mode": mode, "batch_size": batch,
         "runtime_label": f"{runtime}-{precision}" if precision else runtime, "top1": 90.0,
-        "agreement": 99.6, "latency": {"p50_ms": p50, "round_medians_ms": rounds},
+        "agreement": 0.996, "latency": {"p50_ms": p50, "round_medians_ms": rounds},
     }  # fmt: skip
 
 
@@ -86,7 +86,7 @@ def test_entries_are_scored_once_against_their_torch_twin_and_a_rejected_model_i
                                                           ("int8-qat", "f32")}
     assert next(f for f in failed if f["mode"] == "auto")["error"] == "RuntimeError: unsupported op"
     scores = todo[0].score(None)
-    assert scores["top1"] == 100.0 and scores["agreement"] == 100.0 and (torch_pred == y).all()
+    assert scores["top1"] == 100.0 and scores["agreement"] == 1.0 and (torch_pred == y).all()
     assert len(built) == 6  # each entry loaded once here; measure() builds its own
     assert extras[("fp32", "openvino", "bf16")]["mode"] == "bf16"
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from edgepipe.bench.accuracy import Images, PreprocessingFlags, open_data, predict, resolve_preprocessing
 from edgepipe.bench.loading import build_runtime, load_model
+from edgepipe.train.metrics import agreement
 
 
 def main(root: Path) -> None:
@@ -33,8 +34,8 @@ def main(root: Path) -> None:
         print(f"{arch}: torch logits span {ref.min():.3g} .. {ref.max():.3g} on {len(ref)} images")
         for rt in ("onnxruntime", "openvino"):
             diff = float(np.abs(out[rt] - ref).max())
-            top1 = 100 * float((out[rt].argmax(1) == ref.argmax(1)).mean())
-            print(f"  {rt}: max |logit - torch| {diff:.2e}, top-1 equal on {top1:.0f}%")
+            agree = agreement(out[rt].argmax(1), ref.argmax(1))
+            print(f"  {rt}: max |logit - torch| {diff:.2e}, top-1 equal on {100 * agree:.0f}%")
 
 
 if __name__ == "__main__":

@@ -293,20 +293,16 @@ def score(logits: np.ndarray, labels: np.ndarray, data: EvalData, names: list[st
 
 
 def score_logits(logits: np.ndarray, target: np.ndarray) -> dict[str, Any]:
-    """Top-1/top-5 % and macro F1 (over the classes present in ``target``, indices into the logits)."""
+    """Top-1/top-5 % and macro F1 % (train.metrics.macro_f1; ``target``: indices into the logits)."""
+    from edgepipe.train.metrics import macro_f1
+
     pred = logits.argmax(1)
     k = min(5, logits.shape[1])
     top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
-    f1 = []
-    for c in np.unique(target):
-        tp = int(((pred == c) & (target == c)).sum())
-        fp = int(((pred == c) & (target != c)).sum())
-        fn = int(((pred != c) & (target == c)).sum())
-        f1.append(2 * tp / (2 * tp + fp + fn))
     return {
         "top1": 100.0 * float((pred == target).mean()),
         "top5": 100.0 * float((top == target[:, None]).any(1).mean()),
-        "macro_f1": float(np.mean(f1)) if f1 else None,
+        "macro_f1": macro_f1(target, pred) if len(target) else None,
         "images": int(len(target)),
         "distinct_predictions": int(len(np.unique(pred))),
     }
@@ -314,8 +310,3 @@ def score_logits(logits: np.ndarray, target: np.ndarray) -> dict[str, Any]:
 
 def predicted_names(logits: np.ndarray, names: list[str]) -> np.ndarray:
     return np.asarray(names, dtype=object)[logits.argmax(1)]
-
-
-def agreement(a: np.ndarray, b: np.ndarray) -> float:
-    """Share (%) of images on which two models predict the same class."""
-    return 100.0 * float((a == b).mean()) if len(a) else float("nan")

@@ -1,4 +1,4 @@
-"""The one bench document (``edgepipe.bench/2``), its Markdown view and its plots.
+"""The one bench document (``edgepipe.bench/3``), its Markdown view and its plots.
 
 `edgepipe bench --json` and a run's ``report.json`` are both built by :func:`document`, drawn by
 :func:`write_plots` and shown by :func:`markdown`; docs/report_schema.md documents every field and
@@ -18,7 +18,7 @@ from edgepipe.bench.rows import baseline_name
 from edgepipe.cpu import native_bf16
 from edgepipe.runtimes.registry import runtime_for, runtime_spec
 
-SCHEMA = "edgepipe.bench/2"
+SCHEMA = "edgepipe.bench/3"
 PLOTS = {"accuracy_vs_latency": "accuracy vs latency", "latency": "latency distribution",
          "gradcam": "Grad-CAM of test images, FP32 vs QAT"}  # fmt: skip
 _MATCH_WORDS = {"runtime_label": "runtime (with its precision)", "runtime": "runtime", "batch_size": "batch"}
@@ -64,6 +64,11 @@ def document(
     }
 
 
+def _pct(fraction: float | None) -> float | None:
+    """A fraction (agreement, 0..1) as the percentage Markdown shows."""
+    return None if fraction is None else 100 * fraction
+
+
 def targets_markdown(targets: list[dict[str, Any]], reference: str = "the QAT torch model") -> list[str]:
     """The targets table: where each model was checked, on which kernels, and how right it is there (device
     rows have their own table: devices_markdown)."""
@@ -86,7 +91,7 @@ def targets_markdown(targets: list[dict[str, Any]], reference: str = "the QAT to
         lines.append(
             f"| {t['model']} | {t['target']} | {t['title']} | {how} | {t['runtime']} "
             f"{t.get('runtime_version') or ''}: {t['kernel']} | {t['images'] or '—'} "
-            f"| {cell(t['agreement'])} | {cell(t['top1'])} | {cell(t.get('latency_ms'), 3)} |"
+            f"| {cell(_pct(t['agreement']))} | {cell(t['top1'])} | {cell(t.get('latency_ms'), 3)} |"
         )
     lines += [
         "",
@@ -120,7 +125,7 @@ def devices_markdown(targets: list[dict[str, Any]], reference: str) -> list[str]
             f"| {t['model']} | {t['target']} | {t['title']} | {cell(lat['cold_ms'], 2)} "
             f"| {cell(lat['p50_ms'])} | {cell(lat['p90_ms'])} | {cell(lat['p99_ms'])} "
             f"| {cell(t.get('peak_rss_mb'), 1)} | {cell(t.get('speedup_paired'), 2)} "
-            f"| {cell(t['top1'], 2)} | {cell(t['agreement'], 2)} |"
+            f"| {cell(t['top1'], 2)} | {cell(_pct(t['agreement']), 2)} |"
         )
     first = {}
     for t in rows:
@@ -193,10 +198,10 @@ def _columns(doc: dict[str, Any]) -> list[tuple[str, Any]]:
         cols += [
             ("top-1 %", lambda r: _fmt(r.get("top1"))),
             ("top-5 %", lambda r: _fmt(r.get("top5"))),
-            ("macro F1", lambda r: _fmt(r.get("macro_f1"), 3)),
+            ("macro F1 %", lambda r: _fmt(r.get("macro_f1"))),
         ]
     if doc.get("reference") is not None:
-        cols.append(("agree % vs ref", lambda r: _fmt(r.get("agreement"))))
+        cols.append(("agree % vs ref", lambda r: _fmt(_pct(r.get("agreement")))))
     cols += [
         ("GMACs", lambda r: "–" if r.get("gmacs") is None else f"{r['gmacs']:.4g}"),
         (
@@ -396,7 +401,7 @@ def _run_targets(rows: list[dict], stages: dict[str, Any]) -> list[dict[str, Any
         out.append({
             "model": "int8-qat", "target": "host", "title": host["title"] if host else "this machine",
             "how": "native", "kernel": f"precision {exp.get('openvino_precision')}", "runtime": ir_rt.name,
-            "images": exp["test_images"], "agreement": 100 * exp["openvino_agreement"],
+            "images": exp["test_images"], "agreement": exp["openvino_agreement"],
             "top1": exp.get("openvino_test_top1"), "reason": "", "runtime_version": _version(ir_rt.package),
             "cpu": host["cpu"] if host else {}, "wall_s": None, "latency_ms": p50(ir_rt.name),
         })  # fmt: skip

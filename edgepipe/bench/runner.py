@@ -5,7 +5,7 @@ malformed gate) is found before the first timed run. Then, per model and runtime
 (cold first inference, then warm-up, percentiles), accuracy on ``--data`` through that runtime, agreement
 with ``--reference``, and MACs counted on the ONNX graph. With ``--target``, each ``.onnx`` also runs on each
 named CPU's own ONNX Runtime kernels (edgepipe.targets: natively, or under qemu-user: numerics only) and is
-scored against its host run (or ``--reference``). Output: an ``edgepipe.bench/2`` document (the
+scored against its host run (or ``--reference``). Output: an ``edgepipe.bench/3`` document (the
 schema a run's report.json shares, docs/report_schema.md), a Markdown table, optional PNG plots, and gate
 results that ``edgepipe.bench.gates.enforce`` turns into exit 8.
 """
@@ -42,6 +42,7 @@ from edgepipe.cpu import native_bf16
 from edgepipe.errors import BenchInputError
 from edgepipe.gates import parse_gate
 from edgepipe.runtimes.registry import model_kind, runtime_for, runtime_spec
+from edgepipe.train.metrics import agreement
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +306,7 @@ def _entries(plan: _Plan, opts: BenchOptions, data, images, ref_preds,
             if host_logits is not None and rt_name == runtime_for("onnx").name and m.kind == "onnx":
                 host_logits[m.name] = logits
             if ref_preds is not None:
-                scores["agreement"] = acc.agreement(preds, ref_preds)
+                scores["agreement"] = agreement(preds, ref_preds)
             return scores
 
         return score

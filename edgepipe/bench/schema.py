@@ -1,4 +1,4 @@
-"""The ``edgepipe.bench/2`` document as typed models: `edgepipe bench --json` and a run's report.json.
+"""The ``edgepipe.bench/3`` document as typed models: `edgepipe bench --json` and a run's report.json.
 
 docs/report_schema.md explains every field; :func:`validate_document` checks a document against these models
 (unknown keys are errors, so the code, the schema and the docs cannot drift apart silently).
@@ -248,7 +248,7 @@ class Verdict(_Strict):
 
 
 class Document(_Strict):
-    schema_: Literal["edgepipe.bench/2"] = Field(alias="schema")
+    schema_: Literal["edgepipe.bench/3"] = Field(alias="schema")
     created_utc: str
     edgepipe_version: str
     recipe: str | None

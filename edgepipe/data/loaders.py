@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,6 +11,8 @@ from edgepipe.data.transforms import eval_transform, train_transform
 from edgepipe.recipe import DataConfig
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from edgepipe.models.preprocessing import Preprocessing
 
 
@@ -49,3 +52,10 @@ class SplitData:
             xs.append(x.numpy())
             ys.append(y.numpy())
         return np.concatenate(xs).astype(np.float32), np.concatenate(ys)
+
+    def calibration(self, images: int) -> tuple[list[int], np.ndarray]:
+        """PTQ calibration: a sample of ``images`` train images seeded by the recipe's seed, in split order,
+        eval-preprocessed (the indices into the train part, and the float32 NCHW array)."""
+        n_train = len(self.split["train"])
+        idx = sorted(random.Random(self.seed).sample(range(n_train), min(images, n_train)))
+        return idx, self.arrays("train", indices=idx)[0]

@@ -27,6 +27,7 @@ from edgepipe.artifacts import atomic_path, atomic_write_json, read_manifest
 from edgepipe.bench.measure import Settings as BenchSettings
 from edgepipe.errors import DataError, EdgepipeError, ModelError, StageError
 from edgepipe.runtimes.registry import runtime_for
+from edgepipe.train.metrics import agreement
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +307,7 @@ def build_ensemble(
         expected = combiner.apply(val_logits[prec])
         checks[prec] = {
             "val_top1": _scores(exported, y_val, probs=combine == "mean")[0],
-            "agreement_with_combiner": float((exported.argmax(1) == expected.argmax(1)).mean()),
+            "agreement_with_combiner": agreement(exported.argmax(1), expected.argmax(1)),
             "max_abs_diff": float(np.abs(exported - expected).max()),
         }
     val_members = {

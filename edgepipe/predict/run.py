@@ -24,7 +24,7 @@ from edgepipe.predict.inputs import Input, expand_inputs
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "edgepipe.predict/1"
+SCHEMA = "edgepipe.predict/2"  # bumped whenever a key is renamed, removed or changes meaning
 
 
 @dataclass
@@ -74,7 +74,7 @@ class PredictResult:
             e = self.evaluation
             line += (
                 f"\neval on {e['data']} ({e['images']} images, {len(e['classes'])} classes): top-1 "
-                f"{e['top1']:.2f} %, top-5 {e['top5']:.2f} %, macro F1 {e['macro_f1']:.3f}"
+                f"{e['top1']:.2f} %, top-5 {e['top5']:.2f} %, macro F1 {e['macro_f1']:.2f} %"
             )
         return line
 

@@ -15,6 +15,7 @@ from edgepipe.models.preprocessing import Preprocessing
 from edgepipe.recipe import Recipe
 from edgepipe.runtimes.registry import qdq_runtimes, runtime_for, runtime_spec
 from edgepipe.stages.base import StageContext, StageSpec, check_names
+from edgepipe.train.metrics import agreement
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,9 @@ def config(recipe: Recipe) -> dict[str, Any]:
     targets = [(p.target.name, p.how) for p in resolve(recipe.targets)] if recipe.export.target_images else []
     # export.float_layers: auto times layers on bench.threads; everything else here is a transform or a check
     threads = {"bench_threads": recipe.bench.threads} if recipe.export.float_layers == "auto" else {}
-    return {"export": recipe.export.model_dump(), **threads, "targets": targets}
+    # metrics: what the recorded numbers mean (2: target agreement a fraction), so no cached result of
+    # another meaning is reused
+    return {"export": recipe.export.model_dump(), **threads, "targets": targets, "metrics": 2}
 
 
 def check(recipe: Recipe) -> None:
@@ -60,7 +63,7 @@ def _target_gate(metrics: dict, r: Recipe) -> None:
     """The export gate per target: a checked target under export.min_agreement stops the build."""
     for key, m in metrics.items():
         for t in m.get("targets", ()):
-            if t["agreement"] is None or t["agreement"] >= 100 * r.export.min_agreement:
+            if t["agreement"] is None or t["agreement"] >= r.export.min_agreement:
                 continue
             fix = (
                 "qat.numerics: s7 (7-bit weights, exact on every x86 and ARM kernel)"
@@ -69,14 +72,10 @@ def _target_gate(metrics: dict, r: Recipe) -> None:
             )
             raise ParityError(
                 f"{key} model: {t['runtime']} on target {t['target']} ({t['how']}, {t['kernel']}) agrees "
-                f"with torch on only {t['agreement']:.2f}% of {t['images']} test images "
+                f"with torch on only {100 * t['agreement']:.2f}% of {t['images']} test images "
                 f"(< export.min_agreement {100 * r.export.min_agreement:.2f}%); fix: {fix}, or drop "
                 f"{t['target']} from targets"
             )
-
-
-def _agreement(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a.argmax(1) == b.argmax(1)).mean())
 
 
 def _float_layers(path, pre: Preprocessing, r: Recipe) -> dict | None:
@@ -224,7 +223,7 @@ def run(ctx: StageContext) -> StageResult:
         m = {
             "torch_test_top1": 100.0 * float((ref.argmax(1) == y).mean()),
             "ort_test_top1": 100.0 * float((ort.argmax(1) == y).mean()),
-            "ort_agreement": _agreement(ref, ort),
+            "ort_agreement": agreement(ref.argmax(1), ort.argmax(1)),
             "ort_max_abs_logit_diff": float(np.abs(ref - ort).max()),
             "test_images": len(y),
         }
@@ -237,12 +236,12 @@ def run(ctx: StageContext) -> StageResult:
             ov_rt = get_runtime(runtime_for("ir").name, xml, threads=r.bench.threads)
             ov = runtime_logits(ov_rt, x)
             m["openvino_precision"] = ov_rt.effective.get("precision")
-            m["openvino_agreement"] = _agreement(ref, ov)
+            m["openvino_agreement"] = agreement(ref.argmax(1), ov.argmax(1))
             m["openvino_test_top1"] = 100.0 * float((ov.argmax(1) == y).mean())
             if m["openvino_precision"] != "f32":
                 f32_rt = get_runtime(runtime_for("ir").name, xml, threads=r.bench.threads, precision="f32")
                 ov32 = runtime_logits(f32_rt, x)
-                m["openvino_f32_agreement"] = _agreement(ref, ov32)
+                m["openvino_f32_agreement"] = agreement(ref.argmax(1), ov32.argmax(1))
                 m["openvino_f32_test_top1"] = 100.0 * float((ov32.argmax(1) == y).mean())
         if mixed is not None:
             m["float_layers"] = mixed

@@ -5,10 +5,7 @@ users see what QAT buys: ONNX Runtime's static quantization (QDQ, per-channel; `
 from __future__ import annotations
 
 import logging
-import random
 from typing import Any
-
-import numpy as np
 
 from edgepipe.artifacts import StageResult
 from edgepipe.data.loaders import SplitData
@@ -33,12 +30,7 @@ def run(ctx: StageContext) -> StageResult:
     fp32 = ctx.input("onnx_fp32")
     meta = read_metadata(fp32)
     data = SplitData(ctx.input("split"), r.data, Preprocessing.from_dict(meta["preprocessing"]), r.seed)
-    n_train = len(data.split["train"])
-    idx = sorted(random.Random(r.seed).sample(range(n_train), min(cfg.calibration_images, n_train)))
-    from torch.utils.data import Subset
-
-    ds = Subset(data.dataset("train"), idx)
-    x = np.stack([ds[i][0].numpy() for i in range(len(ds))]).astype(np.float32)
+    idx, x = data.calibration(cfg.calibration_images)
     out = ctx.out_dir / "ptq_int8.onnx"
     outputs = {"onnx_ptq": out.name, "calibration_indices": "calibration_indices.json"}
     if cfg.method == "nncf":

@@ -23,7 +23,8 @@ RUNNER = Path(__file__).with_name("runner.py")
 
 @dataclass
 class TargetResult:
-    """One target's verdict on one model. ``agreement``/``top1`` are % (None when not checked)."""
+    """One target's verdict on one model: ``agreement`` a fraction (0..1), ``top1`` a % (None when not
+    checked)."""
 
     target: str
     title: str
@@ -75,7 +76,7 @@ def check_targets(
     """Each job (model file, runtime, placements) runs on ``x`` on each of its placements, all at once (one
     process each; single-threaded so emulated ones share the cores); each result scores the target's logits
     against ``reference`` logits, in job then placement order."""
-    from edgepipe.bench.accuracy import agreement
+    from edgepipe.train.metrics import agreement
 
     results: dict[tuple[str, str], TargetResult] = {}
     ref_pred = reference.argmax(1)
@@ -122,7 +123,7 @@ def check_targets(
                 if labels is not None:
                     r.top1 = 100.0 * float((pred == labels).mean())
                 log.info("target %s, %s (%s): agrees with the reference on %.2f%% of %d images",
-                         r.target, r.runtime, r.how, r.agreement, r.images)  # fmt: skip
+                         r.target, r.runtime, r.how, 100 * r.agreement, r.images)  # fmt: skip
         finally:  # Ctrl-C or an error: no emulator outlives the check
             for proc, err, _out, _t in running.values():
                 if proc.poll() is None:

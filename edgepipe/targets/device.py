@@ -140,7 +140,7 @@ def _runner_failed(device: Device, code: int, stderr: str, timeout_s: float) -> 
 def bench_on_device(spec: str, models: list[DeviceModel], timing: DeviceTiming) -> list[DeviceResult]:
     """Every model on the device ``spec`` (``ssh://...``): one DeviceResult each, in order. Any failure is a
     one-line DeviceError; nothing is left on the device either way."""
-    from edgepipe.bench.accuracy import agreement
+    from edgepipe.train.metrics import agreement
 
     device = parse_device(spec)
     started = time.perf_counter()
@@ -220,6 +220,6 @@ def _score(
         )
         log.info("device %s: %s p50 %.3f ms (p99 %.3f, cold %.1f), peak RSS %s MB, agrees on %.2f%% of %d",
                  device.name, m.name, latency["p50_ms"], latency["p99_ms"], latency["cold_ms"], r.peak_rss_mb,
-                 r.agreement, r.images)  # fmt: skip
+                 100 * r.agreement, r.images)  # fmt: skip
         results.append(r)
     return results

@@ -1,8 +1,10 @@
 """Classification metrics from predictions (numpy only) and a confusion-matrix PNG.
 
-Every rate is a percentage, like top-1 everywhere else in edgepipe. Macro averages follow scikit-learn's
-defaults (classes present in labels or predictions; an undefined ratio such as the precision of a class
-never predicted counts as 0), so numbers compare with what users get from ``classification_report``.
+Every rate is a percentage, like top-1 everywhere else in edgepipe, except agreement: a fraction (0..1) in
+every document, like ``export.min_agreement``, shown as a percentage only in Markdown and console text.
+Macro averages follow scikit-learn's defaults (classes present in labels or predictions; an undefined ratio
+such as the precision of a class never predicted counts as 0), so numbers compare with what users get from
+``classification_report``.
 """
 
 from __future__ import annotations
@@ -26,29 +28,52 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros(num.shape, dtype=np.float64), where=den > 0)
 
 
-def classification_metrics(
-    labels: Sequence[int], preds: Sequence[int], classes: Sequence[str], top5: float | None = None
-) -> dict[str, Any]:
-    """Top-1 (and top-5 if given), macro precision/recall/F1, per-class scores and the confusion matrix."""
-    n_cls = len(classes)
-    cm = confusion_matrix(labels, preds, n_cls)
+def _per_class(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(precision, recall, F1, seen) per class of a confusion matrix; seen: in labels or predictions."""
     tp = np.diag(cm).astype(np.float64)
     support, predicted = cm.sum(1), cm.sum(0)
     precision, recall = _ratio(tp, predicted), _ratio(tp, support)
     f1 = _ratio(2 * precision * recall, precision + recall)
-    seen = (support > 0) | (predicted > 0)
+    return precision, recall, f1, (support > 0) | (predicted > 0)
+
+
+def _macro(x: np.ndarray, seen: np.ndarray) -> float:
+    return 100.0 * float(x[seen].mean()) if seen.any() else float("nan")
+
+
+def macro_f1(labels: Sequence[int], preds: Sequence[int]) -> float:
+    """Macro F1 in % (like top-1) over the classes in labels or predictions: the one macro F1 of every
+    training, evaluation, bench and predict document."""
+    y, p = np.asarray(labels, dtype=np.int64), np.asarray(preds, dtype=np.int64)
+    if y.size == 0:
+        return float("nan")
+    n = int(max(y.max(), p.max())) + 1
+    _, _, f1, seen = _per_class(confusion_matrix(y, p, n))
+    return _macro(f1, seen)
+
+
+def agreement(a: Sequence[int], b: Sequence[int]) -> float:
+    """Fraction (0..1) of images on which two models predict the same class (``a``, ``b``: class indices):
+    the one agreement of every export, target, device, bench and ensemble document."""
+    x, y = np.asarray(a), np.asarray(b)
+    return float((x == y).mean()) if x.size else float("nan")
+
+
+def classification_metrics(
+    labels: Sequence[int], preds: Sequence[int], classes: Sequence[str], top5: float | None = None
+) -> dict[str, Any]:
+    """Top-1 (and top-5 if given), macro precision/recall/F1, per-class scores and the confusion matrix."""
+    cm = confusion_matrix(labels, preds, len(classes))
+    precision, recall, f1, seen = _per_class(cm)
+    support, tp = cm.sum(1), np.diag(cm)
     total = int(support.sum())
-
-    def macro(x: np.ndarray) -> float:
-        return 100.0 * float(x[seen].mean()) if seen.any() else float("nan")
-
     return {
         "n": total,
         "top1": 100.0 * float(tp.sum()) / total if total else float("nan"),
         "top5": top5,
-        "macro_precision": macro(precision),
-        "macro_recall": macro(recall),
-        "macro_f1": macro(f1),
+        "macro_precision": _macro(precision, seen),
+        "macro_recall": _macro(recall, seen),
+        "macro_f1": _macro(f1, seen),
         "per_class": [
             {
                 "class": name,

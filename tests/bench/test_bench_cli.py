@@ -74,15 +74,15 @@ def test_onnx_models_on_two_runtimes_write_the_schema(zoo, tmp_path):
                 "--reference", zoo["fp32"], "--json", out, *FAST)  # fmt: skip
     assert res.exit_code == 0, res.output
     doc = json.loads(out.read_text())
-    assert doc["schema"] == "edgepipe.bench/2"
+    assert doc["schema"] == "edgepipe.bench/3"
     # --reference is benched: speed-ups divide by its fastest row on the same runtime and batch
     assert doc["baseline"] == {"model": "fp32.onnx", "match": ["runtime", "batch_size"], "pick": "fastest"}
     assert {"cpu_model", "isa_flags", "packages", "id"} <= set(doc["environment"])
     rows = {(r["model"], r["runtime"]): r for r in doc["rows"]}
     assert set(rows) == {(m, r) for m in ("fp32.onnx", "int8.onnx") for r in ("onnxruntime", "openvino")}
     ort, ov = rows["fp32.onnx", "onnxruntime"], rows["fp32.onnx", "openvino"]
-    assert ort["top1"] == ov["top1"] and ort["agreement"] == ov["agreement"] == 100.0
-    assert ort["images"] == 24 and 0 <= ort["macro_f1"] <= 1 and ort["top5"] == 100.0  # 3 classes
+    assert ort["top1"] == ov["top1"] and ort["agreement"] == ov["agreement"] == 1.0  # a fraction (0..1)
+    assert ort["images"] == 24 and 0 <= ort["macro_f1"] <= 100 and ort["top5"] == 100.0  # 3 classes
     assert ort["gmacs"] * 1e9 == pytest.approx(TINY_MACS)
     assert rows["int8.onnx", "onnxruntime"]["int8_mac_share"] == 1.0 and ort["int8_mac_share"] == 0.0
     assert rows["int8.onnx", "openvino"]["gmacs"] == ov["gmacs"]
@@ -156,7 +156,7 @@ def test_openvino_ir_reads_its_metadata_and_counts_on_a_sibling_onnx(zoo, tmp_pa
     )
     assert lone["compute"]["gmacs"] is None and lone["compute"]["source"].startswith("unknown: no .onnx")
     assert [r["runtime"] for r in doc["rows"]] == ["openvino", "openvino"]
-    assert all(r["agreement"] == 100.0 for r in doc["rows"])
+    assert all(r["agreement"] == 1.0 for r in doc["rows"])
     assert "| lone/fp32.xml | openvino-auto | 1 |" in res.output
 
 
@@ -198,7 +198,7 @@ def test_torch_checkpoint_runs_on_torch_and_its_onnx_export_agrees(imagefolder, 
     torch_row, ort_row = doc["rows"]
     assert (
         torch_row["runtime"] == "torch"
-        and ort_row["agreement"] == 100.0
+        and ort_row["agreement"] == 1.0
         and doc["reference"]["runtime"] == "torch"
     )
 

@@ -32,6 +32,18 @@ def test_parse_gate_accepts_metric_op_number(text, parsed):
     assert (g.metric, g.op, g.threshold) == parsed and g.text == text
 
 
+def test_a_percentage_gate_with_a_fraction_threshold_is_refused_with_the_points_to_write():
+    with pytest.raises(BenchInputError, match=r"macro_f1 is a percentage .* fix: write macro_f1<80$"):
+        parse_gate("macro_f1<0.8")
+    assert parse_gate("macro_f1<80").threshold == 80.0 and parse_gate("top1<0").threshold == 0.0
+
+
+def test_an_agreement_gate_is_a_fraction_like_export_min_agreement():
+    with pytest.raises(BenchInputError, match=r"agreement is a fraction .* fix: write agreement<0.99$"):
+        parse_gate("agreement<99")
+    assert parse_gate("agreement<0.99").threshold == 0.99 and parse_gate("agreement<1").threshold == 1.0
+
+
 @pytest.mark.parametrize(
     "text", ["acc_drop>>0.5", "acc_drop", "speedup<", "<1.5", "p99_ms=10", "p99_ms>10ms", ""]
 )
@@ -94,7 +106,7 @@ def test_many_failures_are_summarised_on_one_line():
     [
         ("speedup<1.5", 1, False, False, "give two or more models"),
         ("acc_drop>0.5", 2, False, False, "needs accuracy; fix: pass --data"),
-        ("agreement<99", 2, True, False, "needs agreement; fix: pass --reference MODEL"),
+        ("agreement<0.99", 2, True, False, "needs agreement; fix: pass --reference MODEL"),
     ],
 )
 def test_gates_this_run_cannot_evaluate_are_refused_up_front(gate, models, data, ref, message):

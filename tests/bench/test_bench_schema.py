@@ -51,7 +51,7 @@ def test_both_outputs_validate_against_one_schema(zoo, run_report, tmp_path):  #
     assert res.exit_code == 0, res.output
     cli_doc = validate_document(json.loads(out.read_text()))
     run_doc = validate_document(json.loads((run_report / "report.json").read_text()))
-    assert cli_doc.schema_ == run_doc.schema_ == "edgepipe.bench/2"
+    assert cli_doc.schema_ == run_doc.schema_ == "edgepipe.bench/3"
     assert cli_doc.recipe is None and cli_doc.stages is None and run_doc.recipe == "tiny"
     # both end with "which to ship", one verdict per runtime benched, judged on the measured top-1
     for doc in (cli_doc, run_doc):
@@ -106,9 +106,9 @@ def test_run_report_rows_name_their_baseline_and_carry_the_plots(run_report):
 def test_a_document_off_the_schema_is_refused_in_one_line(run_report):
     doc = json.loads((run_report / "report.json").read_text())
     doc["rows"][0]["speedup_vs_fp32"] = 1.0  # a key of the old run-report schema
-    with pytest.raises(BenchInputError, match=r"^edgepipe.bench/2 document: rows.0.speedup_vs_fp32: Extra "):
+    with pytest.raises(BenchInputError, match=r"^edgepipe.bench/3 document: rows.0.speedup_vs_fp32: Extra "):
         validate_document(doc)
-    with pytest.raises(BenchInputError, match=r"schema is 'edgepipe.report/1', not edgepipe.bench/2; fix:"):
+    with pytest.raises(BenchInputError, match=r"schema is 'edgepipe.report/1', not edgepipe.bench/3; fix:"):
         validate_document({**doc, "schema": "edgepipe.report/1"})
 
 
@@ -117,4 +117,4 @@ def test_every_schema_field_is_documented():
     documented = set(re.findall(r"^\| `([a-z0-9_]+)` \|", text, re.MULTILINE))
     fields = {f.alias or n for m in MODELS for n, f in m.model_fields.items()}
     assert fields - documented == set(), "document these fields in docs/report_schema.md"
-    assert "edgepipe.bench/2" in text
+    assert "edgepipe.bench/3" in text

@@ -33,8 +33,8 @@ def test_fail_if_gates_are_validated_when_the_recipe_is_read():
     assert parse_recipe({**BASE, "bench": {"fail_if": ["size_mb>100"]}}).bench.fail_if == ("size_mb>100",)
     with pytest.raises(RecipeError, match=r"bench\.fail_if: malformed gate 'size_mb>>1'; fix:"):
         parse_recipe({**BASE, "bench": {"fail_if": ["size_mb>>1"]}})
-    with pytest.raises(RecipeError, match=r"bench\.fail_if: gate 'agreement<99': the bench stage does not"):
-        parse_recipe({**BASE, "bench": {"fail_if": ["agreement<99"]}})
+    with pytest.raises(RecipeError, match=r"bench\.fail_if: gate 'agreement<0.99': the bench stage does not"):
+        parse_recipe({**BASE, "bench": {"fail_if": ["agreement<0.99"]}})
 
 
 def test_size_limit_passes_when_every_model_is_under_it():

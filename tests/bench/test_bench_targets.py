@@ -65,7 +65,7 @@ def test_host_target_agrees_with_itself_and_the_document_validates(tiny, tmp_pat
     (t,) = doc["targets"]
     assert (t["model"], t["target"], t["how"]) == ("int8_s7.onnx", "host", "native")
     assert t["runtime"] == "onnxruntime"
-    assert t["images"] == 10 and t["agreement"] == 100.0 and t["top1"] is not None and t["reason"] == ""
+    assert t["images"] == 10 and t["agreement"] == 1.0 and t["top1"] is not None and t["reason"] == ""
     assert t["latency_ms"] == row["latency"]["p50_ms"]  # the host row: the bench's own p50 at batch 1
     assert doc["settings"]["targets"] == ["host"] and doc["settings"]["target_images"] == 10
     note = next(n for n in doc["notes"] if n.startswith("targets: "))
@@ -73,13 +73,13 @@ def test_host_target_agrees_with_itself_and_the_document_validates(tiny, tmp_pat
     assert "the same model on ONNX Runtime on this machine (host)" in note
     # printed with the rest of the report, the header naming what agreement compares with
     assert "## Targets" in res.output and HOST_HEADER in res.output
-    assert "| int8_s7.onnx | host | " in res.output
+    assert "| int8_s7.onnx | host | " in res.output and "| 10 | 100.00 |" in res.output  # 1.0 shown as %
 
     # all images when there are fewer than --target-images; without --target nothing changes
     res = bench(tiny["int8"], "--data", tiny["photos"], "--target", "host", "--json", out, *FAST)
     assert res.exit_code == 0, res.output
     doc = json.loads(out.read_text())
-    assert doc["targets"][0]["images"] == 24 and doc["targets"][0]["agreement"] == 100.0
+    assert doc["targets"][0]["images"] == 24 and doc["targets"][0]["agreement"] == 1.0
     assert any(n.startswith("targets: each .onnx ran on all 24 images") for n in doc["notes"])
     res = bench(tiny["int8"], "--data", tiny["photos"], "--json", out, *FAST)
     assert res.exit_code == 0, res.output
@@ -100,6 +100,7 @@ def test_reference_model_and_a_model_the_runner_cannot_feed(tiny, tmp_path):
     row = next(r for r in doc["rows"] if r["model"] == "int8_s7.onnx")
     # vs the reference: the host target scores as the bench's own onnxruntime row does
     assert by_model["int8_s7.onnx"]["agreement"] == row["agreement"]
+    assert 0 <= row["agreement"] <= 1  # a bench row and a target row: both a fraction, one function
     assert by_model["int8_s7.onnx"]["top1"] == row["top1"]
     fixed = by_model["fixed.onnx"]
     assert fixed["how"] == "not checked" and fixed["agreement"] is None and fixed["images"] == 0
@@ -128,5 +129,5 @@ def test_emulated_haswell_agrees_on_a_7_bit_weight_model(tiny, tmp_path):
     validate_document(doc)
     (t,) = doc["targets"]
     assert (t["target"], t["how"]) == ("x86-64-v3", where.how)  # emulated, unless this host is one
-    assert t["agreement"] == 100.0 and t["images"] == 24 and t["latency_ms"] is None
+    assert t["agreement"] == 1.0 and t["images"] == 24 and t["latency_ms"] is None
     assert t["kernel"].startswith("AVX2")

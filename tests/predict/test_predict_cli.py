@@ -118,7 +118,7 @@ def test_broken_inputs_get_error_rows_the_run_goes_on_and_strict_fails(zoo, tmp_
     assert all(bool(r["label_1"]) != bool(r["error"]) for r in rows)  # a label or an error, never both
     assert f"{n_inputs} inputs, {n_inputs} rows" in res.stderr and "4 unreadable" in res.stderr
     doc = json.loads((tmp_path / "p.json").read_text())
-    assert doc["schema"] == "edgepipe.predict/1" and doc["inputs"] == n_inputs and doc["errors"] == 4
+    assert doc["schema"] == "edgepipe.predict/2" and doc["inputs"] == n_inputs and doc["errors"] == 4
     assert [r["path"] for r in doc["rows"]] == [r["path"] for r in rows]
     top = doc["rows"][0]["top"]
     assert len(top) == 3 and sum(t["prob"] for t in top) == pytest.approx(1.0, abs=1e-5)
@@ -172,6 +172,6 @@ def test_eval_on_an_imagefolder_agrees_with_bench(zoo, tmp_path):
     assert ev["images"] == row["images"] == 15
     keys = ("top1", "top5", "macro_f1")
     assert [ev[k] for k in keys] == pytest.approx([row[k] for k in keys])
-    assert "top-1" in res.stderr and "macro F1" in res.stderr
+    assert "top-1" in res.stderr and f"macro F1 {ev['macro_f1']:.2f} %" in res.stderr  # a %, like top-1
     res, _ = predict(zoo["onnx"], zoo["photos"] / "class_0", zoo["photos"] / "class_1", "--eval")
     assert res.exit_code == 3 and "exactly one input folder" in res.output

@@ -22,7 +22,7 @@ def _recipe(tmp_path, numerics: str):
 
 
 def test_an_8_bit_model_below_the_gate_on_avx2_names_the_target_and_the_7_bit_fix(tmp_path):
-    metrics = {"int8": {"targets": [_target("host", 100.0, "native"), _target("x86-64-v3", 98.2)]}}
+    metrics = {"int8": {"targets": [_target("host", 1.0, "native"), _target("x86-64-v3", 0.982)]}}
     with pytest.raises(ParityError) as err:
         _target_gate(metrics, _recipe(tmp_path, "s8"))
     msg = str(err.value)
@@ -32,9 +32,9 @@ def test_an_8_bit_model_below_the_gate_on_avx2_names_the_target_and_the_7_bit_fi
 
 def test_targets_at_or_above_the_gate_and_unchecked_targets_pass_silently(tmp_path):
     metrics = {"int8": {"targets": [
-        _target("host", 99.0, "native"),
+        _target("host", 0.99, "native"),  # a fraction, like export.min_agreement
         _target("x86-64-v4", None, "not checked"),
-        _target("cortex-a76", 100.0),
+        _target("cortex-a76", 1.0),
     ]}}  # fmt: skip
     _target_gate(metrics, _recipe(tmp_path, "s7"))
 

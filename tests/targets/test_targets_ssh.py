@@ -192,7 +192,7 @@ def test_device_rows_on_a_real_sshd(zoo, ssh_config, tmp_path):  # noqa: F811
         assert t["latency_ms"] == t["latency"]["p50_ms"] > 0
         assert t["latency"]["p99_ms"] >= t["latency"]["p50_ms"] and t["latency"]["cold_ms"] > 0
         assert len(t["latency"]["round_medians_ms"]) == 3 and t["peak_rss_mb"] > 0
-        assert t["agreement"] == 100.0 and t["top1"] == host[name]["top1"]
+        assert t["agreement"] == 1.0 and t["top1"] == host[name]["top1"]
         assert t["cpu"]["python_path"] == str(ssh_config.python) and t["cpu"]["onnxruntime"]
         assert t["cpu"]["hostname"] == socket.gethostname() and t["title"]
     # int8 given first: the paired speed-up on the device divides by the float model there too
@@ -268,6 +268,6 @@ def test_a_recipe_with_bench_devices_puts_device_rows_in_the_run_report(zoo, ssh
     validate_document(doc)
     devices = [t for t in doc["targets"] if t["how"] == "device"]
     assert {t["model"] for t in devices} == {"fp32", "int8-qat"}
-    assert all(t["target"] == f"ssh://{ALIAS}" and t["latency_ms"] > 0 and t["agreement"] == 100.0
+    assert all(t["target"] == f"ssh://{ALIAS}" and t["latency_ms"] > 0 and t["agreement"] == 1.0
                for t in devices)  # fmt: skip
     assert "On devices" in (run_dir / "report.md").read_text()

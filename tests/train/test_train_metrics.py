@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from edgepipe.bench.accuracy import score_logits
 from edgepipe.pipeline import build
 from edgepipe.recipe import parse_recipe
 from edgepipe.train.loop import evaluate
-from edgepipe.train.metrics import classification_metrics, confusion_matrix, plot_confusion, summary
+from edgepipe.train.metrics import classification_metrics, confusion_matrix, macro_f1, plot_confusion, summary
 from tests.conftest import make_imagefolder, tiny_recipe
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -34,6 +35,15 @@ def test_macro_scores_and_per_class_accuracy_match_hand_computation():
     assert per["a"]["support"] == 2 and per["b"]["precision"] == pytest.approx(50.0)
     s = summary(m)
     assert "confusion" not in s and s["per_class_accuracy"]["b"] == pytest.approx(100.0)
+
+
+def test_bench_and_training_score_the_same_macro_f1_in_percent():
+    # class 3 is predicted but never a label: it counts (scikit-learn's convention) in both, as 0
+    labels, preds = np.array([0, 0, 1, 2, 2, 2]), np.array([0, 3, 1, 2, 0, 2])
+    want = classification_metrics(labels, preds, ["a", "b", "c", "d", "e"])["macro_f1"]
+    logits = np.eye(5, dtype=np.float32)[preds]  # argmax = preds
+    assert score_logits(logits, labels)["macro_f1"] == want == macro_f1(labels, preds)
+    assert want == pytest.approx(100 * (2 * 0.5 * 0.5 + 2 * (2 / 3) / (5 / 3) + 1) / 4)
 
 
 def test_evaluate_reports_top5_from_the_logits():
