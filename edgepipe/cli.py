@@ -29,6 +29,16 @@ app = typer.Typer(
 log = logging.getLogger("edgepipe")
 
 
+# what bench and predict need to run a model edgepipe did not export (no preprocessing in its metadata)
+ForeignSize = Annotated[int | None, typer.Option(help="Foreign models: input size (square).")]
+ForeignResize = Annotated[int | None, typer.Option(help="Foreign models: resize before the centre crop.")]
+ForeignMean = Annotated[str | None, typer.Option(help="Foreign models: r,g,b mean (default ImageNet's).")]
+ForeignStd = Annotated[str | None, typer.Option(help="Foreign models: r,g,b std (default ImageNet's).")]
+ForeignClasses = Annotated[
+    str | None, typer.Option(help="Foreign models: class names a,b,c or a file, one per line.")
+]
+
+
 def _setup_logging(verbose: bool) -> None:
     from rich.logging import RichHandler
 
@@ -219,13 +229,11 @@ def bench(
     plots: Annotated[
         Path | None, typer.Option(metavar="DIR", help="Write PNG plots into this folder.")
     ] = None,
-    image_size: Annotated[int | None, typer.Option(help="Foreign models: input size (square).")] = None,
-    resize: Annotated[int | None, typer.Option(help="Foreign models: resize before the centre crop.")] = None,
-    mean: Annotated[str | None, typer.Option(help="Foreign models: r,g,b mean (default ImageNet's).")] = None,
-    std: Annotated[str | None, typer.Option(help="Foreign models: r,g,b std (default ImageNet's).")] = None,
-    classes: Annotated[
-        str | None, typer.Option(help="Foreign models: class names a,b,c or a file, one per line.")
-    ] = None,
+    image_size: ForeignSize = None,
+    resize: ForeignResize = None,
+    mean: ForeignMean = None,
+    std: ForeignStd = None,
+    classes: ForeignClasses = None,
     warmup: Annotated[int, typer.Option(help="Untimed warm-up runs (the first is reported as cold).")] = 20,
     min_iters: Annotated[int, typer.Option("--min-iters", help="At least this many timed runs.")] = 100,
     min_seconds: Annotated[float, typer.Option("--min-seconds", help="And at least this much time.")] = 2.0,
@@ -343,13 +351,11 @@ def predict(
         bool, typer.Option("--eval", help="INPUT is one ImageFolder: also print top-1/top-5/macro F1.")
     ] = False,
     strict: Annotated[bool, typer.Option(help="Exit 3 if any input could not be read.")] = False,
-    image_size: Annotated[int | None, typer.Option(help="Foreign models: input size (square).")] = None,
-    resize: Annotated[int | None, typer.Option(help="Foreign models: resize before the centre crop.")] = None,
-    mean: Annotated[str | None, typer.Option(help="Foreign models: r,g,b mean (default ImageNet's).")] = None,
-    std: Annotated[str | None, typer.Option(help="Foreign models: r,g,b std (default ImageNet's).")] = None,
-    classes: Annotated[
-        str | None, typer.Option(help="Foreign models: class names a,b,c or a file, one per line.")
-    ] = None,
+    image_size: ForeignSize = None,
+    resize: ForeignResize = None,
+    mean: ForeignMean = None,
+    std: ForeignStd = None,
+    classes: ForeignClasses = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Top-k classes for every input: one CSV row per input, in input order; unreadable files get an error
