@@ -54,14 +54,44 @@ def main() -> None:
             entry[prec] = {"test_top1": row["top1"], "p50_ms": row["latency"]["p50_ms"],
                            "gmacs": row["gmacs"], "int8_mac_share": row["int8_mac_share"],
                            "size_mb": row["size_mb"]}
+        if name != "ensemble":
+            entry["int8_agreement"] = _lowest_agreement(args.runs / name)
         table.append(entry)
     result = {"created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "environment": doc["environment"], "threads": args.threads,
               "test_images": doc["data"]["images"], "val": summary["val_top1"], "chosen": summary["chosen"],
-              "export_check": summary["export_check"], "table": table}
+              "export_check": summary["export_check"], "table": table,
+              "hybrid": _hybrid(args.runs / "resnext_vit_ensemble")}
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(_markdown(result) + "\n")
     print(_markdown(result))
+
+
+def _lowest_agreement(run: Path) -> dict[str, float]:
+    """Per runtime, the lowest agreement (0..1) of a member's int8.onnx with its QAT torch model over the
+    export stage's checks: the host run and every target (native or emulated)."""
+    m = json.loads((run / "export" / "manifest.json").read_text())["metrics"]["int8"]
+    low = {"onnxruntime": m["ort_agreement"]}
+    if m.get("openvino_agreement") is not None:
+        low["openvino"] = m["openvino_agreement"]
+    for t in m.get("targets", []):
+        if t.get("agreement") is not None:
+            low[t["runtime"]] = min(low.get(t["runtime"], 1.0), t["agreement"])
+    return low
+
+
+def _hybrid(run: Path) -> dict:
+    """The hybrid member's own run report (split to bench): its batch-1 bench rows and its target checks."""
+    rep = json.loads((run / "report.json").read_text())
+    rows = [
+        {"model": r["model"], "runtime": r["runtime_label"], "p50_ms": r["latency"]["p50_ms"],
+         "speedup": r.get("speedup"), "speedup_paired": r.get("speedup_paired"),
+         "baseline": r.get("baseline"), "top1": r["top1"], "size_mb": r["size_mb"]}
+        for r in rep["rows"] if r["batch_size"] == 1
+    ]  # fmt: skip
+    keys = ("model", "target", "runtime", "how", "kernel", "images", "agreement", "top1")
+    targets = [{k: t.get(k) for k in keys} for t in rep.get("targets", [])]
+    return {"test_images": rep["data"]["images"], "rows": rows, "targets": targets}
 
 
 def _markdown(res: dict) -> str:
@@ -72,21 +102,60 @@ def _markdown(res: dict) -> str:
         f"CPU: {env['cpu_model']} (`{env['cpu_name']}`; {', '.join(env['isa_flags'])}); ONNX Runtime, "
         f"{res['threads']} threads, batch 1. Written by `benchmarks/resnext_vit_ensemble.py` from the "
         "recipes `recipes/resnext_vit_ensemble{,_plain,_unfreeze}.yaml` (built-in Fashion-MNIST, 40 px, "
-        f"30 images per class, 3-6 epochs from initialisation); test split: {res['test_images']} images. "
-        f"Combiner chosen on validation: {res['chosen']}.",
+        "150 training images per class, 12 epochs from initialisation, 2 of QAT); "
+        f"test split: {res['test_images']} images. Combiner chosen on validation: {res['chosen']}. "
+        "INT8 speed-up: each model's FP32 p50 over its INT8 p50, measured in one run. INT8 agreement: the "
+        "lowest, over the export stage's checks (this machine and every target, native or emulated), of the "
+        "share of test images on which int8.onnx predicts the class its QAT torch model predicts.",
         "",
-        "| model | published top-1 (224 px, ImageNet weights) | FP32 top-1 | INT8 top-1 | FP32 GMACs "
-        "| INT8 MAC share | FP32 p50 ms | INT8 p50 ms | INT8 speed-up |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | published top-1 (224 px, ImageNet weights) | FP32 top-1 | INT8 top-1 "
+        "| INT8 agreement (ONNX Runtime / OpenVINO) | FP32 GMACs | INT8 MAC share | FP32 p50 ms "
+        "| INT8 p50 ms | INT8 speed-up |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in res["table"]:
         f, q = e["fp32"], e["int8"]
+        agree = e.get("int8_agreement")
+        cell = " / ".join(_pct(agree.get(k)) for k in ("onnxruntime", "openvino")) if agree else "—"
         md.append(
             f"| {e['role']} | {e['published_top1']:.1f} | {f['test_top1']:.2f} | {q['test_top1']:.2f} "
-            f"| {f['gmacs']:.3f} | {100 * (q['int8_mac_share'] or 0):.1f}% | {f['p50_ms']:.2f} "
+            f"| {cell} | {f['gmacs']:.3f} | {100 * (q['int8_mac_share'] or 0):.1f}% | {f['p50_ms']:.2f} "
             f"| {q['p50_ms']:.2f} | {f['p50_ms'] / q['p50_ms']:.2f}x |"
         )
+    hy = res.get("hybrid")
+    if hy:
+        md += _hybrid_markdown(hy)
     return "\n".join(md)
+
+
+def _hybrid_markdown(hy: dict) -> list[str]:
+    md = [
+        "",
+        f"## The hybrid member's own run (split to bench; {hy['test_images']} test images, batch 1)",
+        "",
+        "| model | runtime | p50 ms | speed-up (baseline) | paired speed-up | top-1 | size MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in hy["rows"]:
+        paired = f"{r['speedup_paired']:.2f}x" if r.get("speedup_paired") else "—"
+        base = r.get("baseline") or {}
+        vs = f"{base.get('model', '')} {base.get('runtime_label') or ''}".strip()
+        md.append(
+            f"| {r['model']} | {r['runtime']} | {r['p50_ms']:.2f} | {r['speedup']:.2f}x ({vs}) "
+            f"| {paired} | {r['top1']:.2f} | {r['size_mb']:.1f} |"
+        )
+    md += ["", "| model | runtime | target | how | kernel | images | agreement | INT8 top-1 |",
+           "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for t in hy["targets"]:
+        md.append(
+            f"| {t['model']} | {t['runtime']} | {t['target']} | {t['how']} | {t['kernel']} "
+            f"| {t['images']} | {_pct(t['agreement'])} | {t['top1']:.2f} |"
+        )
+    return md
+
+
+def _pct(fraction: float | None) -> str:
+    return "—" if fraction is None else f"{100 * fraction:.2f}%"
 
 
 if __name__ == "__main__":
