@@ -33,7 +33,7 @@ def _float_model(cfg: ModelConfig, x: torch.Tensor, size: int = SIZE):
     with torch.no_grad():
         for m in model.modules():  # torchvision's zero_init_residual: an untrained ResNeXt-50 whose residual
             if hasattr(m, "bn3"):  # branches are live turns a one-LSB rounding difference into another class
-                m.bn3.weight.zero_()  # (torch itself flips 1 of 8 between 1 and 2 threads); trained ones don't
+                m.bn3.weight.zero_()  # (torch flips 1 of 8 between 1 and 2 threads); trained ones don't
         model.train()(x)  # BatchNorm statistics of x (random init collapses in eval otherwise)
     return model.eval()
 
