@@ -15,6 +15,7 @@ import argparse
 import sys
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from edgepipe import recipe as r
+from edgepipe.errors import ModelError
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "recipe_keys.md"
 
@@ -53,7 +55,8 @@ data:
             rrc_scale: null, random_crop: {padding: 0}, color_jitter: 0.2, random_erasing: 0.25}
 ```"""
 
-# model.arch: what the registry cannot say of itself. Every registered arch must appear (a test checks).
+# model.arch: what the registry cannot say of itself; the archs of one entry share their stages and options.
+# Every registered arch must appear (rendering fails otherwise).
 ARCH_NOTES: dict[tuple[str, ...], str] = {
     ("mobilenet_v3_large", "mobilenet_v3_small"): "torchvision MobileNetV3 Large / Small",
     ("resnet50", "resnext50_32x4d"): (
@@ -151,6 +154,8 @@ class Section:
     keys: tuple[str, ...]
     before: str = ""
     after: str = ""
+    path: str = ""  # the dotted key of a section whose optional sub-sections get a table each
+    extra: Callable[[], str] | None = None  # a table after the keys' (model.arch's choices)
 
 
 def declared(model: type[BaseModel]) -> list[str]:
@@ -178,8 +183,8 @@ def sections() -> list[Section]:
         Section("### Top level", r.Recipe, table_keys(r.Recipe)),
         Section("### `data`", r.DataConfig, table_keys(r.DataConfig)),
         Section("#### `data.augment` (training only; evaluation never augments)", r.AugmentConfig,
-                table_keys(r.AugmentConfig), after=AUGMENT_AFTER),  # fmt: skip
-        Section("### `model`", r.ModelConfig, table_keys(r.ModelConfig), after=MODEL_AFTER),
+                table_keys(r.AugmentConfig), after=AUGMENT_AFTER, path="data.augment"),  # fmt: skip
+        Section("### `model`", r.ModelConfig, table_keys(r.ModelConfig), after=MODEL_AFTER, extra=arch_table),
         Section("#### `model.freeze`", r.FreezeConfig, table_keys(r.FreezeConfig), FREEZE_BEFORE,
                 FREEZE_AFTER),  # fmt: skip
         Section("### `finetune` and `qat`: shared training options", r.FinetuneConfig, shared_train_keys(),
@@ -321,7 +326,7 @@ def arch_table() -> str:
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     missing = sorted(set(available()) - {n for names in ARCH_NOTES for n in names})
     if missing:
-        raise ValueError(f"model.arch {', '.join(missing)} is not described; fix: add it to ARCH_NOTES "
+        raise ModelError(f"model.arch {', '.join(missing)} is not described; fix: add it to ARCH_NOTES "
                          f"in {__name__}")  # fmt: skip
     return "\n".join(lines)
 
@@ -329,13 +334,11 @@ def arch_table() -> str:
 def render() -> str:
     parts = [HEADER]
     for s in sections():
-        path = s.heading.split("`")[1] if "`" in s.heading else ""
         parts += [s.heading]
         parts += [s.before] if s.before else []
         parts += [table(s.model, s.keys)]
-        parts += _nested(s.model, path, s.keys) if path else []
-        if s.model is r.ModelConfig:
-            parts += [arch_table()]
+        parts += _nested(s.model, s.path, s.keys) if s.path else []
+        parts += [s.extra()] if s.extra else []
         parts += [s.after] if s.after else []
     parts.append(WRITES)
     return "\n\n".join(parts) + "\n"
