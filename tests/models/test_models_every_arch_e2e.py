@@ -56,7 +56,9 @@ def _recipe(arch: str, photos, stages: list[str]) -> dict:
         # random init, one batch of training: agreement is recorded here and gated per arch below
         export={"min_agreement": 0.0, "openvino": False},
         ptq={"calibration_images": 4},
-        bench={"threads": 1, "warmup": 1, "min_iters": 2, "min_seconds": 0.0, "runtimes": ["onnxruntime"]},
+        # rows and MACs per arch; paired rounds only time the same rows again (test_pipeline_e2e has them)
+        bench={"threads": 1, "warmup": 1, "min_iters": 2, "min_seconds": 0.0, "runtimes": ["onnxruntime"],
+               "paired_rounds": 0},
     )
 
 
