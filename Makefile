@@ -2,11 +2,12 @@
 #   make build   # install, fetch the built-in data, run recipes/mnv3_qat.yaml -> artifacts/mnv3_qat/report.md
 #   make test    # install, run the test suite
 #   make test-fast  # the suite without the slow end-to-end tests (pytest -m 'not slow')
+#   make docs    # regenerate docs/recipe_keys.md from the recipe models (a test fails while it is stale)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.edgepipe-installed
 
-.PHONY: build test test-fast smoke install targets data lint gpu-check
+.PHONY: build test test-fast smoke install targets data lint docs gpu-check
 
 # constraints.txt pins the registry's matched torch/torchvision pair (see the comments there).
 # Extras: weights (ImageNet weights torchvision lacks), nncf (PTQ peer), explain (Grad-CAM), dist (ray), pt2e.
@@ -42,6 +43,9 @@ test-fast: $(STAMP) targets
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check edgepipe tests benchmarks
+
+docs: $(STAMP)
+	$(PY) -m edgepipe.recipe_doc
 
 # The GPU path (needs CUDA): gpu-marked tests, a CUDA build with AMP + channels-last, DDP over NCCL.
 gpu-check:

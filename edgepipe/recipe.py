@@ -14,6 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from edgepipe.constants import CAM_METHODS, TARGET_NAMES
 from edgepipe.errors import RecipeError
 
 
@@ -24,9 +25,14 @@ class _Strict(BaseModel):
 class AffineConfig(_Strict):
     """Random translation, scaling and shear (v2.RandomAffine); ``rotation`` stays its own key."""
 
-    translate: float = Field(default=0.0, ge=0, le=1, description="max shift, fraction of width/height")
-    scale: tuple[float, float] | None = Field(default=None, description="[low, high] zoom range; null: none")
-    shear: float = Field(default=0.0, ge=0, lt=90, description="max shear along x, degrees")
+    translate: float = Field(
+        default=0.0, ge=0, le=1, description="max shift, as a fraction of width and height", examples=[0.1]
+    )
+    scale: tuple[float, float] | None = Field(
+        default=None, description="zoom range; null: none", examples=[[0.9, 1.1]],
+        json_schema_extra={"doc_type": "`[low, high]`, 0 < low <= high <= 4, or null"},
+    )
+    shear: float = Field(default=0.0, ge=0, lt=90, description="max x-shear, degrees", examples=[10])
 
     @model_validator(mode="after")
     def _does_something(self) -> AffineConfig:
@@ -45,34 +51,55 @@ class AffineConfig(_Strict):
 class PerspectiveConfig(_Strict):
     """Random perspective warp (v2.RandomPerspective)."""
 
-    distortion_scale: float = Field(gt=0, le=1, description="how far corners may move, 0..1")
-    p: float = Field(default=0.5, gt=0, le=1, description="probability an image is warped")
+    distortion_scale: float = Field(gt=0, le=1, description="how far the corners may move", examples=[0.2])
+    p: float = Field(default=0.5, gt=0, le=1, description="the share of images warped", examples=[0.3])
 
 
 class RandomCropConfig(_Strict):
     """A plain random crop (v2.RandomCrop) of image_size from the image resized to image_size / crop_pct,
     optionally padded first: shifts the content without rescaling it, unlike RandomResizedCrop."""
 
-    padding: int = Field(default=0, ge=0, le=512, description="pixels added on each side before cropping")
+    padding: int = Field(
+        default=0, ge=0, le=512, description="pixels added on each side before cropping", examples=[4]
+    )
     padding_mode: Literal["constant", "edge", "reflect"] = Field(
-        default="constant", description="constant pads with black"
+        default="constant", description="`constant` pads with black", examples=["reflect"]
     )
 
 
 class AugmentConfig(_Strict):
     """Training-time augmentation (torchvision.transforms.v2); evaluation never augments."""
 
-    hflip: bool = True
+    hflip: bool = Field(default=True, description="random horizontal flip", examples=[False])
     rrc_scale: tuple[float, float] | None = Field(
-        default=(0.8, 1.0), description="RandomResizedCrop scale range; null keeps resize + center crop"
+        default=(0.8, 1.0), description="RandomResizedCrop area range; null: resize + centre crop",
+        examples=[[0.5, 1.0]], json_schema_extra={"doc_type": "`[low, high]`, 0 < low <= high <= 1, or null"},
     )
-    rotation: float = Field(default=0.0, ge=0, le=180, description="max rotation in degrees")
-    color_jitter: float = Field(default=0.0, ge=0, le=1, description="brightness/contrast/saturation")
-    random_erasing: float = Field(default=0.0, ge=0, le=1, description="probability")
-    affine: AffineConfig | None = Field(default=None, description="translate/scale/shear; null: none")
-    perspective: PerspectiveConfig | None = Field(default=None, description="null: none")
+    rotation: float = Field(
+        default=0.0, ge=0, le=180, description="max random rotation, degrees", examples=[10]
+    )
+    color_jitter: float = Field(
+        default=0.0, ge=0, le=1, description="brightness/contrast/saturation jitter", examples=[0.2]
+    )
+    random_erasing: float = Field(
+        default=0.0, ge=0, le=1, description="RandomErasing probability", examples=[0.1]
+    )
+    affine: AffineConfig | None = Field(
+        default=None,
+        description="RandomAffine (keys below); an affine that changes nothing is an error; null: none",
+        examples=[{"translate": 0.1, "scale": [0.9, 1.1], "shear": 10}],
+    )
+    perspective: PerspectiveConfig | None = Field(
+        default=None, description="RandomPerspective (keys below); null: none",
+        examples=[{"distortion_scale": 0.2, "p": 0.5}],
+    )
     random_crop: RandomCropConfig | None = Field(
-        default=None, description="plain random crop (+ padding) instead of the centre crop; rrc_scale: null"
+        default=None,
+        description="a plain random crop (RandomCrop): resize to `image_size / crop_pct`, pad (keys below), "
+        "take a random `image_size` crop; shifts the content without rescaling it. Needs `rrc_scale: null` "
+        "(the two are alternative crops); with `crop_pct: 1.0` it needs `padding > 0` (else it crops the "
+        "whole image)",
+        examples=[{"padding": 4}],
     )
 
     @model_validator(mode="after")
@@ -90,25 +117,53 @@ class AugmentConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    dataset: str | None = Field(default=None, description="a built-in dataset name, e.g. fashion-mnist")
-    root: Path | None = Field(default=None, description="an ImageFolder: one sub-folder of images per class")
-    image_size: int = Field(default=224, ge=16, le=1024)
-    crop_pct: float = Field(default=0.875, gt=0, le=1, description="eval: resize to size/crop_pct, crop")
+    dataset: str | None = Field(
+        default=None, description="a built-in dataset; give this or `root`", examples=["fashion-mnist"],
+        json_schema_extra={"doc_type": "built-in name or null"},
+    )
+    root: Path | None = Field(
+        default=None,
+        description="an ImageFolder: one sub-folder of images per class; give this or `dataset`",
+        examples=["data/my_photos"],
+    )
+    image_size: int = Field(
+        default=224, ge=16, le=1024, description="model input size, pixels", examples=[160]
+    )
+    crop_pct: float = Field(
+        default=0.875, gt=0, le=1, description="eval: resize to `image_size / crop_pct`, centre-crop",
+        examples=[1.0],
+    )
     mean: tuple[float, float, float] | None = Field(
-        default=None, description="normalisation mean on [0, 1] pixels; null: the model's registry entry"
+        default=None,
+        description="normalisation mean (RGB, on pixels scaled to 0..1); null: what the model's weights "
+        "expect (its registry entry)",
+        examples=[[0.5, 0.5, 0.5]],
     )
     std: tuple[float, float, float] | None = Field(
-        default=None, description="normalisation std on [0, 1] pixels; null: the model's (its registry entry)"
+        default=None, description="normalisation std (RGB, on pixels scaled to 0..1); null: the model's",
+        examples=[[0.5, 0.5, 0.5]],
     )
-    val_fraction: float = Field(default=0.1, gt=0, lt=0.5)
-    test_fraction: float = Field(default=0.1, gt=0, lt=0.5, description="used only without a test split")
-    limit_per_class: int | None = Field(default=None, ge=1, description="subsample each class (smoke runs)")
-    batch_size: int = Field(default=64, ge=1, le=4096)
-    num_workers: int = Field(default=0, ge=0, le=64)
+    val_fraction: float = Field(
+        default=0.1, gt=0, lt=0.5, description="stratified share of train held out for validation",
+        examples=[0.15],
+    )
+    test_fraction: float = Field(
+        default=0.1, gt=0, lt=0.5, description="test share, only when the source has no test split",
+        examples=[0.2],
+    )
+    limit_per_class: int | None = Field(
+        default=None, ge=1, description="subsample each class (smoke runs); null: every image", examples=[40]
+    )
+    batch_size: int = Field(
+        default=64, ge=1, le=4096, description="batch size for training and evaluation", examples=[128]
+    )
+    num_workers: int = Field(default=0, ge=0, le=64, description="DataLoader worker processes", examples=[2])
     augment: AugmentConfig = AugmentConfig()
     sampler: Literal["shuffle", "balanced"] = Field(
         default="shuffle",
-        description="balanced: draw train images with probability 1/class size (imbalanced sets)",
+        description="`balanced`: draw train images with probability 1 / class size (with replacement, same "
+        "epoch length), so every class is seen equally often (imbalanced sets)",
+        examples=["balanced"],
     )
 
     @model_validator(mode="after")
@@ -142,11 +197,14 @@ class FreezeConfig(_Strict):
     """Train only the last N backbone blocks (plus the head); optionally unfreeze more as epochs pass."""
 
     trainable_last: int | Literal["all"] = Field(
-        default="all", description="backbone blocks trained, counted from the head; 0 trains the head only"
+        default="all", description="train only the last N blocks (+ head); `0`: head only", examples=[8],
+        json_schema_extra={"doc_type": "int >= 0 or `all`"},
     )
     schedule: dict[int, int | Literal["all"]] = Field(
         default_factory=dict,
-        description="gradual unfreezing: {epoch: trainable_last from that epoch}; epochs count from 0",
+        description="gradual unfreezing (finetune): from that epoch (0-based) train the last N blocks; "
+        "counts may only grow",
+        examples=[{10: 12, 20: "all"}], json_schema_extra={"doc_type": "`{epoch: N or all}`"},
     )
 
     @field_validator("trainable_last", mode="before")
@@ -190,60 +248,115 @@ class FreezeConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    arch: str = "mobilenet_v3_large"
-    pretrained: str = Field(default="none", description="imagenet | none | PATH to a state dict")
-    width_mult: float = Field(
-        default=1.0, gt=0, le=2, description="MobileNetV3 width (1.0 for ImageNet weights)"
+    arch: str = Field(
+        default="mobilenet_v3_large", description="backbone, a model-registry name (the choices: below)",
+        examples=["mobilenet_v3_small"], json_schema_extra={"doc_type": "registry name"},
     )
-    dropout: float = Field(default=0.2, ge=0, lt=1)
+    pretrained: str = Field(
+        default="none", description="starting weights (the head is always new)", examples=["imagenet"],
+        json_schema_extra={"doc_type": "`imagenet`, `none`, or a path to a state dict"},
+    )
+    width_mult: float = Field(
+        default=1.0, gt=0, le=2, description="MobileNetV3 width (1.0 for ImageNet weights)", examples=[0.5]
+    )
+    dropout: float = Field(
+        default=0.2, ge=0, lt=1, description="dropout before the classifier", examples=[0.3]
+    )
     bn_momentum: float | None = Field(
         default=None,
         gt=0,
         le=1,
-        description="override BatchNorm momentum (MobileNetV3 uses 0.01: too slow for a few hundred steps)",
+        description="override BatchNorm momentum (MobileNetV3's 0.01 is too slow for a few hundred steps); "
+        "null: the arch's",
+        examples=[0.1],
     )
     freeze: FreezeConfig = FreezeConfig()
     attention: Literal["se", "eca", "cbam", "none"] | None = Field(
         default=None,
-        description="replaces MobileNetV3's squeeze-excite, or is added to each ResNet bottleneck; "
-        "null: the arch's own (se in MobileNetV3, none in ResNets)",
+        description="MobileNetV3: replaces squeeze-excite in the blocks that have it; ResNet/ResNeXt: added "
+        "to every bottleneck, on the residual branch before the skip add. null: the arch's own (`se` in "
+        "MobileNetV3, none in ResNets). Other archs refuse it",
+        examples=["eca"],
     )
-    eca_kernel: int | None = Field(default=None, ge=1, le=15, description="eca: odd conv size; null: ECA's")
-    cbam_reduction: int = Field(default=16, ge=1, le=256, description="cbam: channel-MLP reduction ratio")
-    cbam_kernel: int = Field(default=7, ge=1, le=15, description="cbam: odd spatial conv size")
+    eca_kernel: int | None = Field(
+        default=None, ge=1, le=15,
+        description="`eca` only: the 1-D conv size across channels; null: ECA-Net's size from the channel "
+        "count",
+        examples=[5], json_schema_extra={"doc_type": "odd 1..15 or null"},
+    )
+    cbam_reduction: int = Field(
+        default=16, ge=1, le=256, description="`cbam` only: channel-MLP width is channels / this",
+        examples=[32],
+    )
+    cbam_kernel: int = Field(
+        default=7, ge=1, le=15, description="`cbam` only: the spatial gate's conv size", examples=[3],
+        json_schema_extra={"doc_type": "odd 1..15"},
+    )
     variant: Literal["standard", "minimalistic"] = Field(
         default="standard",
-        description="MobileNetV3 block table; minimalistic: no squeeze-excite, ReLU for h-swish, 3x3 "
-        "depthwise (the paper's INT8- and accelerator-friendly model)",
+        description="MobileNetV3 Large/Small only: `minimalistic` is the paper's INT8- and "
+        "accelerator-friendly block table (no squeeze-excite, ReLU for every h-swish, 3x3 depthwise "
+        "everywhere; [docs/mobilenet_minimalistic.md](mobilenet_minimalistic.md)). No ImageNet weights "
+        "(pretrained: none or a PATH); refuses `attention`",
+        examples=["minimalistic"],
     )
     fusion: Literal["none", "multiscale"] = Field(
-        default="none", description="multiscale: pooled 1/8, 1/16, last features concatenated (MobileNetV3)"
+        default="none",
+        description="MobileNetV3 only: global-average-pool the last block at 1/8 and 1/16 resolution and the "
+        "last conv, concatenated before the classifier (its first Linear widens and starts fresh)",
+        examples=["multiscale"],
     )
     head: Literal["linear", "arcmargin"] = Field(
-        default="linear", description="arcmargin: cosine logits, angular margin in training (ArcFace)"
+        default="linear",
+        description="`arcmargin`: cosine head, logits `arc_scale * cos(feature, class weight)`; training "
+        "adds `arc_margin` to the target's angle (ArcFace) in the loss (with `loss: ce` or `focal`); "
+        "validation, QAT's evaluation and the exported model use the plain scaled cosines, an L2 "
+        "normalisation then one MatMul",
+        examples=["arcmargin"],
     )
-    arc_scale: float = Field(default=30.0, gt=0, le=128, description="arcmargin: logit scale s")
-    arc_margin: float = Field(default=0.5, ge=0, le=1.5, description="arcmargin: angular margin m (radians)")
+    arc_scale: float = Field(
+        default=30.0, gt=0, le=128, description="`arcmargin` only: the logit scale s", examples=[16]
+    )
+    arc_margin: float = Field(
+        default=0.5, ge=0, le=1.5, description="`arcmargin` only: the additive angular margin m, radians",
+        examples=[0.3],
+    )
     hybrid: Literal["none", "vit"] = Field(
         default="none",
-        description="vit: layer-4 features as tokens through ViT encoder blocks, class token into the "
-        "head (resnet50, resnext50_32x4d); docs/hybrid.md",
+        description="`resnet50`, `resnext50_32x4d` only: `vit` puts ViT encoder blocks after `layer4` (its "
+        "map projected by a 1x1 conv to `vit_width` tokens, a class token and learned positions for the "
+        "image size's grid, pre-norm blocks, pooled (`vit_pool`) and normalised into `fc`); quantizable "
+        "(integer attention and MLP matmuls). Not with `attention`. See [hybrid.md](hybrid.md)",
+        examples=["vit"],
     )
-    vit_depth: int = Field(default=1, ge=1, le=12, description="vit: encoder blocks")
-    vit_width: int = Field(default=192, ge=8, le=1024, description="vit: token width (ViT-tiny 192)")
-    vit_heads: int = Field(default=3, ge=1, le=16, description="vit: attention heads (ViT-tiny 3)")
+    vit_depth: int = Field(default=1, ge=1, le=12, description="`vit` only: encoder blocks", examples=[2])
+    vit_width: int = Field(
+        default=192, ge=8, le=1024, description="`vit` only: token width (ViT-tiny's 192)", examples=[192],
+        json_schema_extra={"doc_type": "8..1024, a multiple of `vit_heads`"},
+    )
+    vit_heads: int = Field(
+        default=3, ge=1, le=16, description="`vit` only: attention heads (ViT-tiny's 3)", examples=[3]
+    )
     vit_mlp_ratio: float = Field(
-        default=4.0, gt=0, le=8, description="vit: MLP width / token width (ViT-tiny 768/192)"
+        default=4.0, gt=0, le=8,
+        description="`vit` only: MLP hidden width / `vit_width` (ViT-tiny: 768 / 192)",
+        examples=[4],
     )
     vit_pool: Literal["avg", "token"] = Field(
         default="avg",
-        description="vit: the head's input: avg, the mean of the spatial tokens (timm global_pool avg); "
-        "token, the class token",
+        description="`vit` only: the head's input, normalised by the final LayerNorm: `avg`, the mean of the "
+        "spatial tokens (timm's `global_pool='avg'`; layer 4's projected features reach the head along the "
+        "residual stream, as through ResNeXt's own average pool); `token`, the class token (ViT's own)",
+        examples=["token"],
     )
     vit_weights: str | None = Field(
         default=None,
-        description="vit: a local timm or Hugging Face ViT checkpoint file (.safetensors, .pth, .bin) for "
-        "the blocks; null: initialisation",
+        description="`vit` only: a local timm (`blocks.N.attn.qkv`, ...) or Hugging Face "
+        "(`encoder.layer.N.attention.attention.query`, ...) ViT checkpoint file (`.safetensors`, `.pth`, "
+        "`.bin`): its first `vit_depth` blocks, class token, final norm and positions (resampled to the "
+        "layer-4 grid) load into the encoder; the patch embedding is unused. A hub name is refused (nothing "
+        "is downloaded): download the file and give its path. null: initialisation",
+        examples=["~/ckpt/vit_tiny_patch16_224.safetensors"], json_schema_extra={"doc_type": "path or null"},
     )
 
     @model_validator(mode="after")
@@ -320,29 +433,65 @@ def _on_off(value: object) -> object:
 class _TrainOptions(_Strict):
     """Optimiser, lr schedule, loss and clipping: the same knobs for finetune and qat (one loop)."""
 
-    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
-    momentum: float = Field(default=0.9, ge=0, lt=1, description="sgd only")
-    nesterov: bool = Field(default=False, description="sgd only; needs momentum > 0")
+    optimizer: Literal["adamw", "adam", "sgd"] = Field(
+        default="adamw", description="optimiser (`weight_decay` applies to each)", examples=["sgd"]
+    )
+    momentum: float = Field(default=0.9, ge=0, lt=1, description="sgd only", examples=[0.95])
+    nesterov: bool = Field(default=False, description="sgd only; needs momentum > 0", examples=[True])
     scheduler: Literal["cosine", "step", "plateau", "cosine_restarts"] = Field(
-        default="cosine", description="after warmup_epochs of linear warm-up"
+        default="cosine",
+        description="lr schedule after `warmup_epochs` of linear warm-up; cosine, step and restarts are "
+        "stepped per batch, plateau once per epoch on val top-1",
+        examples=["step"],
     )
-    step_size: int = Field(default=10, ge=1, description="step: epochs between decays")
-    gamma: float = Field(default=0.1, gt=0, le=1, description="step: lr factor at each decay")
-    plateau_patience: int = Field(default=2, ge=0, description="plateau: epochs without val top-1 gain")
-    plateau_factor: float = Field(default=0.1, gt=0, lt=1, description="plateau: lr factor on a plateau")
-    t0_epochs: int = Field(default=10, ge=1, description="cosine_restarts: epochs of the first cycle")
-    t_mult: int = Field(default=1, ge=1, le=10, description="cosine_restarts: cycle length factor")
-    loss: Literal["ce", "focal"] = "ce"
-    focal_gamma: float = Field(default=2.0, ge=0, le=10, description="focal: (1 - p)^gamma down-weighting")
+    step_size: int = Field(default=10, ge=1, description="step: epochs between decays", examples=[5])
+    gamma: float = Field(default=0.1, gt=0, le=1, description="step: lr factor at each decay", examples=[0.5])
+    plateau_patience: int = Field(
+        default=2, ge=0, description="plateau: epochs without a val top-1 gain before a cut", examples=[3]
+    )
+    plateau_factor: float = Field(
+        default=0.1, gt=0, lt=1, description="plateau: lr factor at each cut", examples=[0.5]
+    )
+    t0_epochs: int = Field(
+        default=10, ge=1, description="cosine_restarts: length of the first cycle, epochs", examples=[5]
+    )
+    t_mult: int = Field(
+        default=1, ge=1, le=10, description="cosine_restarts: each cycle is this many times longer",
+        examples=[2],
+    )
+    loss: Literal["ce", "focal"] = Field(
+        default="ce", description="cross-entropy, or focal loss (down-weights easy examples)",
+        examples=["focal"],
+    )
+    focal_gamma: float = Field(
+        default=2.0, ge=0, le=10,
+        description="focal only: the (1 - p)^gamma exponent; 0 equals cross-entropy",
+        examples=[1.5],
+    )
     class_weights: Literal["none", "balanced"] = Field(
-        default="none", description="balanced: weight each class by n / (classes * class size) in train"
+        default="none",
+        description="`balanced`: weight class c by n / (classes x count_c) from the train split; use this or "
+        "`data.sampler: balanced`, not both",
+        examples=["balanced"],
     )
-    grad_clip_norm: float | None = Field(default=None, gt=0, description="clip the global gradient norm")
+    grad_clip_norm: float | None = Field(
+        default=None, gt=0, description="clip the global gradient norm before each step; null: no clipping",
+        examples=[1.0],
+    )
     channels_last: Literal["auto", "on", "off"] = Field(
-        default="auto", description="NHWC tensors; auto: timed at the start of training (train/autotune.py)"
+        default="auto",
+        description="train in channels-last (NHWC) memory format; `auto`: chosen by timing (see \"auto: "
+        "chosen by measurement\" below, train/autotune.py); `on` applies on a CPU too. The model is handed "
+        "back (and saved) in the usual layout",
+        examples=["on"],
     )
     compile: Literal["auto", "on", "off"] = Field(
-        default="auto", description="torch.compile the model; auto: if timed faster, its compile time paid"
+        default="auto",
+        description="`torch.compile` the model for training (eager evaluation; a short last batch runs "
+        "eagerly, no second compile); `auto`: only if timing shows its speed-up pays for its compile time "
+        "over the stage's planned steps; `on`: always (a compile error then stops the stage). Needs a C++ "
+        "compiler on a CPU",
+        examples=["off"],
     )
 
     @field_validator("channels_last", "compile", mode="before")
@@ -366,19 +515,35 @@ class _TrainOptions(_Strict):
 
 
 class FinetuneConfig(_TrainOptions):
-    epochs: int = Field(default=10, ge=0)
-    lr: float = Field(default=1e-3, gt=0)
-    weight_decay: float = Field(default=0.05, ge=0)
-    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
-    warmup_epochs: int = Field(default=0, ge=0)
-    patience: int = Field(default=5, ge=1, description="early stopping on val top-1")
+    epochs: int = Field(
+        default=10, ge=0, description="training epochs (at most: early stopping)", examples=[30]
+    )
+    lr: float = Field(default=1e-3, gt=0, description="peak learning rate", examples=[0.0005])
+    weight_decay: float = Field(default=0.05, ge=0, description="weight decay", examples=[0.01])
+    label_smoothing: float = Field(
+        default=0.1, ge=0, lt=1, description="label smoothing (ce and focal)", examples=[0.0]
+    )
+    warmup_epochs: int = Field(
+        default=0, ge=0, description="linear lr warm-up over these first epochs (per batch)", examples=[1]
+    )
+    patience: int = Field(
+        default=5, ge=1,
+        description="early stopping: epochs without a val top-1 gain; the best epoch's weights are kept",
+        examples=[10],
+    )
     amp: Literal["auto", "on", "off", "bf16"] = Field(
         default="auto",
-        description="auto: float16 autocast + GradScaler with CUDA; on a CPU bf16 autocast if timed faster "
-        "(native bf16 only), else float32; on: float16, CUDA only; bf16: bfloat16 autocast on any device "
-        "(QAT always trains in float32)",
+        description="mixed precision. `auto`: float16 autocast + GradScaler with CUDA; on a CPU with native "
+        "bf16 (AVX512_BF16, AMX) bf16 autocast if timing shows it faster, else float32; `on`: the same, and "
+        "an error without CUDA (never a silent fall-back); `bf16`: bfloat16 autocast (no loss scaling) on "
+        "CUDA or CPU (slow on CPUs without native bf16); `off`: float32. YAML reads unquoted "
+        "`on`/`off`/`true`/`false` as booleans: they mean `on`/`off`. finetune only: QAT trains in float32 "
+        "(its fake-quant ranges; torch's fused fake-quant has no half kernels, pytorch/pytorch#94371)",
+        examples=["bf16"],
     )
-    max_batches_per_epoch: int | None = Field(default=None, ge=1)
+    max_batches_per_epoch: int | None = Field(
+        default=None, ge=1, description="cap an epoch's batches; null: every batch", examples=[200]
+    )
 
     @field_validator("amp", mode="before")
     @classmethod
@@ -387,29 +552,45 @@ class FinetuneConfig(_TrainOptions):
 
 
 class QatConfig(_TrainOptions):
-    epochs: int = Field(default=3, ge=0)
-    lr: float = Field(default=1e-4, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
-    warmup_epochs: int = Field(default=0, ge=0)
+    epochs: int = Field(default=3, ge=0, description="QAT epochs", examples=[4])
+    lr: float = Field(default=1e-4, gt=0, description="peak learning rate", examples=[0.00005])
+    weight_decay: float = Field(default=0.0, ge=0, description="weight decay", examples=[0.0001])
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1, description="label smoothing", examples=[0.1])
+    warmup_epochs: int = Field(default=0, ge=0, description="linear lr warm-up", examples=[1])
     trainable_last: int | Literal["all"] | None = Field(
-        default=None, description="backbone blocks trained in QAT; null: model.freeze.trainable_last"
+        default=None,
+        description="backbone blocks QAT trains; null: `model.freeze.trainable_last` (the schedule is "
+        "finetune's)",
+        examples=[8], json_schema_extra={"doc_type": "int >= 0, `all`, or null"},
     )
     freeze_bn_epoch: int = Field(
-        default=0, ge=0, description="BatchNorm statistics freeze from this epoch (0: keep the fine-tuned)"
+        default=0, ge=0,
+        description="BatchNorm statistics freeze from this epoch (0 keeps the fine-tuned statistics, as "
+        "every published recipe does)",
+        examples=[1],
     )
     freeze_observer_epoch: int | None = Field(
-        default=None, ge=0, description="quant ranges freeze from this epoch; null: min(2, epochs - 1)"
+        default=None, ge=0,
+        description="quantization ranges freeze from this epoch; null: min(2, epochs - 1), which any epoch "
+        "count reaches; a set epoch >= `epochs` is a warning",
+        examples=[1],
     )
-    calibration_batches: int = Field(default=16, ge=0, description="observer warm-up before training")
+    calibration_batches: int = Field(
+        default=16, ge=0, description="observer warm-up batches before training", examples=[32]
+    )
     numerics: Literal["s7", "s8", "u8u8"] = Field(
         default="s7",
-        description="INT8 numerics the targets' kernels compute: s7 (7-bit weights: exact on every x86 and "
-        "ARM kernel), s8 (8-bit weights: saturates on x86 without VNNI), u8u8 (s8 written as uint8 weights "
-        "for ONNX Runtime's U8U8 kernels); see docs/targets.md",
+        description="the integers the INT8 model computes: `s7` trains 7-bit weights ([-64, 63]), exact on "
+        "every x86 and ARM kernel; `s8` trains 8-bit weights, which x86 CPUs without VNNI (AVX2) compute "
+        "wrongly (`vpmaddubsw` saturates); `u8u8` trains `s8` and writes its weights as uint8 (+128, zero "
+        "point 128) so ONNX Runtime runs its U8U8 kernels; measured per target in "
+        "[docs/targets.md](targets.md)",
+        examples=["s8"],
     )
-    patience: int = Field(default=5, ge=1)
-    max_batches_per_epoch: int | None = Field(default=None, ge=1)
+    patience: int = Field(default=5, ge=1, description="early stopping on fake-quant val top-1", examples=[2])
+    max_batches_per_epoch: int | None = Field(
+        default=None, ge=1, description="cap an epoch's batches; null: every batch", examples=[150]
+    )
 
     @field_validator("trainable_last", mode="before")
     @classmethod
@@ -418,37 +599,63 @@ class QatConfig(_TrainOptions):
 
 
 class ExportConfig(_Strict):
-    opset: int = Field(default=17, ge=13, le=21)
-    min_agreement: float = Field(default=0.99, ge=0, le=1, description="ORT vs torch top-1 agreement")
-    openvino: bool = True
+    opset: int = Field(default=17, ge=13, le=21, description="ONNX opset", examples=[18])
+    min_agreement: float = Field(
+        default=0.99, ge=0, le=1,
+        description="required ONNX Runtime vs torch top-1 agreement on the test split, and on each target's "
+        "sample (`targets`)",
+        examples=[0.98],
+    )
+    openvino: bool = Field(default=True, description="also convert to OpenVINO IR", examples=[False])
     float_layers: Literal["auto"] | tuple[str, ...] = Field(
         default=(),
-        description="Conv nodes int8.onnx keeps in float for ONNX Runtime; auto: those measured faster",
+        description="convolutions of `int8.onnx` kept in float for ONNX Runtime (mixed precision); `auto`: "
+        "each conv is timed alone as int8 and as float on this CPU and those clearly faster in float are "
+        "kept (on the AMD EPYC Zen 5: the depthwise convs whose width is not a multiple of 16, which MLAS's "
+        "fast int8 depthwise kernel cannot take); the choice and the profile go in the export manifest "
+        "(`float_layers`); the model then asks ORT (metadata) to disable `WeightBiasQuantization`, which our "
+        "loaders honour",
+        examples=["auto"], json_schema_extra={"doc_type": "`auto` or list of Conv node names"},
     )
     openvino_qdq: str = Field(
         default="onnxruntime",
-        description="Q/DQ placement of the INT8 IR: a runtime's (onnxruntime: int8.onnx's; openvino: "
-        "HardSwish fused, SE float); checked against the runtime registry when a build starts",
+        description="Q/DQ placement of the INT8 IR: `onnxruntime` converts `int8.onnx` as is; `openvino` "
+        "re-exports the same QAT model with no Q/DQ between a convolution and its HardSwish (OpenVINO fuses "
+        "it as a post-op) and the squeeze-excite branch in float, as NNCF places them (see docs/int8.md); "
+        "a runtime of the runtime registry with a Q/DQ placement, checked when a build starts",
+        examples=["openvino"],
     )
     target_images: int = Field(
         default=500,
         ge=0,
-        description="test images int8.onnx runs on each target's own kernels (emulated ones are slow); "
-        "0: no target checks",
+        description="test images (a seeded sample) `int8.onnx` runs on each target's own kernels; emulation "
+        "is slow; `0`: no target checks",
+        examples=[500],
     )
     pad_channels: Literal[0, 8, 16, 32] = Field(
         default=16,
-        description="int8.onnx: depthwise widths padded with zero channels to a multiple of this, onto ONNX "
-        "Runtime's fast int8 depthwise kernel (0: off); the IR is not padded",
+        description="depthwise widths of `int8.onnx` padded with zero channels to a multiple of this (and "
+        "the convs around them: expand, projection, squeeze-excite FCs), so ONNX Runtime runs them on MLAS's "
+        "fast int8 depthwise kernel (it needs a multiple of 16); the same function bit for bit, the padding "
+        "recorded in the model's metadata and the export manifest (`padded_channels`) and left out of the "
+        "MAC and parameter counts; the IR is exported unpadded; `0`: off",
+        examples=[0],
     )
-
 
 class PtqConfig(_Strict):
     method: Literal["ort", "nncf"] = Field(
-        default="ort", description="ort: onnxruntime quantize_static; nncf: nncf.quantize (pip extra nncf)"
+        default="ort",
+        description="`ort`: ONNX Runtime `quantize_static` (QDQ ONNX, run by both runtimes); `nncf`: NNCF's "
+        "`nncf.quantize` on the FP32 ONNX (for ONNX Runtime) and on the OpenVINO model (an IR for "
+        "OpenVINO); needs `pip install 'edgepipe[nncf]'`",
+        examples=["nncf"],
     )
-    calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
-    calibration_images: int = Field(default=256, ge=1)
+    calibration: Literal["minmax", "entropy", "percentile"] = Field(
+        default="minmax", description="calibration method (`ort` only)", examples=["percentile"]
+    )
+    calibration_images: int = Field(
+        default=256, ge=1, description="train images used to calibrate", examples=[512]
+    )
 
     @model_validator(mode="after")
     def _calibration_is_ort_only(self) -> PtqConfig:
@@ -469,38 +676,63 @@ _NOT_IN_BENCH_STAGE = {
 
 
 class BenchConfig(_Strict):
-    threads: int = Field(default=2, ge=1, le=256)
-    batch_size: int = Field(default=1, ge=1, le=1024)
-    warmup: int = Field(default=20, ge=0)
-    min_iters: int = Field(default=100, ge=1)
-    min_seconds: float = Field(default=2.0, ge=0)
+    threads: int = Field(default=2, ge=1, le=256, description="inference threads", examples=[4])
+    batch_size: int = Field(default=1, ge=1, le=1024, description="batch size timed", examples=[8])
+    warmup: int = Field(default=20, ge=0, description="untimed warm-up runs", examples=[50])
+    min_iters: int = Field(default=100, ge=1, description="at least this many timed runs", examples=[200])
+    min_seconds: float = Field(default=2.0, ge=0, description="and at least this long", examples=[5])
     paired_rounds: int = Field(
         default=15,
         ge=0,
         le=500,
-        description="after each row's own timing, every row timed again in this many alternating rounds; "
-        "speed-ups are also given paired per round (speedup_paired, with its interquartile range): machine "
-        "drift cancels; 0: off",
+        description="after each row's own timing, every row is timed again in this many alternating rounds "
+        "(each warmed up again in its turn, then at least 20 calls and 0.05 s) and each speed-up is also "
+        "given paired per round (`speedup_paired`: the ratio within each round, median over rounds, with "
+        "its interquartile range `speedup_paired_iqr`), which drift of a shared machine cancels; `0`: off",
+        examples=[40],
     )
     runtimes: tuple[str, ...] = Field(
         default=("onnxruntime", "openvino"),
         description="runtimes to time (those of the runtime registry that run an export output); checked "
         "when a build starts",
+        examples=[["onnxruntime"]],
     )
     devices: tuple[str, ...] = Field(
         default=(),
-        description="ssh://[USER@]HOST[:PORT] devices (or ssh-config aliases) every .onnx is also benched "
-        "on; their rows go into the run report's targets (docs/device_bench.md)",
+        description="real devices every `.onnx` (fp32, int8-qat, int8-ptq) is also benched on over SSH, as "
+        "`edgepipe bench --on`: batch-1 cold/p50/p90/p99, peak RSS, paired speed-up vs fp32, top-1 and "
+        "agreement with the same model on ONNX Runtime here, on `device_images` test images; the rows go "
+        "into the run report's `targets` (`how: device`) and its \"On devices\" table; an unreachable device "
+        "fails the stage with one line ([docs/device_bench.md](device_bench.md))",
+        examples=[["ssh://pi@192.168.1.50"]],
+        json_schema_extra={"doc_type": "list of `ssh://[USER@]HOST[:PORT]` (or `ssh://ALIAS`, an ssh-config "
+                           "Host; `?python=PATH` picks the device's python)"},
     )
-    device_images: int = Field(default=500, ge=1, description="at most this many test images go to a device")
-    device_timeout_s: float = Field(default=900.0, gt=0, description="one device's whole run may take this")
+    device_images: int = Field(
+        default=500, ge=1,
+        description="at most this many test images (a seeded subset) are copied to each device",
+        examples=[200],
+    )
+    device_timeout_s: float = Field(
+        default=900.0, gt=0,
+        description="one device's whole run (all models, timing and accuracy) may take this long, then it is "
+        "stopped and the stage fails",
+        examples=[1800],
+    )
     max_top1_drop: float = Field(
         default=0.5, ge=0, le=100,
-        description="'which to ship': the fastest model within this many top-1 points of the best float",
+        description="\"Which to ship\" (the report's closing section and `edgepipe bench`'s): per runtime, "
+        "the fastest model whose top-1 is within this many points of the best float model's on that runtime",
+        examples=[1.0],
     )
     fail_if: tuple[str, ...] = Field(
         default=(),
-        description="edgepipe bench --fail-if gates (e.g. size_mb>100) checked on every row; baseline: fp32",
+        description="`edgepipe bench --fail-if` gates, checked on every bench row with fp32 as the baseline "
+        "(`acc_drop`, `speedup`); a failed gate fails the stage (exit 8) naming the gate, model, runtime and "
+        "value. Metrics: as `--fail-if`, except `agreement`, `macro_f1`, `peak_mb` (the stage does not "
+        "measure them)",
+        examples=[["size_mb>100", "acc_drop>1"]],
+        json_schema_extra={"doc_type": "list of gates `METRIC OP NUMBER`"},
     )
 
     @field_validator("devices")
@@ -539,35 +771,58 @@ class BenchConfig(_Strict):
 class ExplainConfig(_Strict):
     """The explain stage: a Grad-CAM grid of test images, FP32 and QAT side by side (stages/explain.py)."""
 
-    method: str = Field(default="gradcam", description="a CAM method of edgepipe explain --method")
-    per_class: int = Field(default=1, ge=1, le=5, description="most confident correct and wrong per class")
+    method: str = Field(
+        default="gradcam", description="CAM method (as `edgepipe explain --method`)", examples=["gradcam++"],
+        json_schema_extra={"doc_type": ", ".join(f"`{m}`" for m in CAM_METHODS)},
+    )
+    per_class: int = Field(
+        default=1, ge=1, le=5, description="right and wrong images shown per class (rows per class)",
+        examples=[2],
+    )
     images: int | None = Field(
-        default=1000, ge=10, description="test images scored to pick from (seeded sample); null: all"
+        default=1000, ge=10,
+        description="test images the FP32 model scores to pick from (a sample seeded by `seed`); null: the "
+        "whole test split",
+        examples=[None],
     )
     layer: str | None = Field(
-        default=None, description="module to explain; null: the arch's, or an earlier block if its map < 4x4"
+        default=None,
+        description="module to explain; null: the arch's `cam_layer` (as `edgepipe explain`), or, when its "
+        "map is under 4x4 at this input size (MobileNetV3 at 32 px: 1x1), the deepest earlier block with a "
+        "4x4 map",
+        examples=["features.12"], json_schema_extra={"doc_type": "module name or null"},
     )
 
     @field_validator("method")
     @classmethod
     def _method(cls, v: str) -> str:
-        from edgepipe.constants import CAM_METHODS as METHODS
-
-        if v not in METHODS:
-            raise ValueError(f"{v!r} is not one of {', '.join(METHODS)}")
+        if v not in CAM_METHODS:
+            raise ValueError(f"{v!r} is not one of {', '.join(CAM_METHODS)}")
         return v
 
 
 class Recipe(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="run folder name under --out")
-    seed: int = 0
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+$", description="run folder under `--out`", examples=["my_photos_mnv3"]
+    )
+    seed: int = Field(
+        default=0, description="seeds the split, weight init, shuffling and sampling", examples=[1]
+    )
     stages: tuple[str, ...] | None = Field(
-        default=None, description="stages to run (split always runs); null: all; checked when a build starts"
+        default=None,
+        description="stages to run (`split` always runs); null: all six; checked when a build starts",
+        examples=[["finetune", "qat"]],
+        json_schema_extra={"doc_type": "list of `finetune qat explain export ptq bench`, or null"},
     )
     targets: tuple[str, ...] | None = Field(
         default=None,
-        description="CPUs the INT8 model must be right on (host, x86-64-v3, x86-64-v4, cortex-a72, "
-        "cortex-a76), each checked on its own kernels; null: the host and every target it can check",
+        description="CPUs `int8.onnx` must be right on: export runs it on each one's own ONNX Runtime "
+        "kernels (natively, or emulated by qemu-user: numerics only) and gates each on "
+        "`export.min_agreement`; a target this machine cannot check is reported \"not checked\" with the "
+        "reason, never passed ([docs/targets.md](targets.md)). null: `host` plus every target this machine "
+        "can check (not the host's own family twice)",
+        examples=[["host", "x86-64-v3", "cortex-a76"]],
+        json_schema_extra={"doc_type": f"list of `{' '.join(TARGET_NAMES)}`, or null"},
     )
     data: DataConfig
     model: ModelConfig = ModelConfig()
@@ -581,8 +836,6 @@ class Recipe(_Strict):
     @field_validator("targets")
     @classmethod
     def _targets(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        from edgepipe.constants import TARGET_NAMES
-
         for name in v or ():
             if name not in TARGET_NAMES:
                 near = difflib.get_close_matches(name, TARGET_NAMES, n=1)

@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from edgepipe.bench.timing import cpu_name
-from tests.conftest import load_script, tiny_recipe
+from tests.conftest import AUTOTUNE, load_script, tiny_recipe
 
 
 def _load():
@@ -19,7 +19,7 @@ def _load():
 @pytest.mark.slow
 def test_train_throughput_times_plain_ours_and_each_candidate_on_finetune_and_qat(tmp_path, imagefolder):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump(tiny_recipe(imagefolder)))
+    recipe.write_text(yaml.safe_dump(tiny_recipe(imagefolder, **AUTOTUNE)))  # "ours": autotune's choice
     out = tmp_path / "out"
     args = ["--recipe", str(recipe), "--rounds", "2", "--batches-per-round", "1", "--warmup-batches", "1"]
     threads = torch.get_num_threads()

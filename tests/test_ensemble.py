@@ -21,7 +21,7 @@ from edgepipe.experiments.ensemble import (
 )
 from tests.conftest import make_imagefolder, tiny_recipe
 
-FAST = BenchSettings(threads=1, warmup=1, min_iters=3, min_seconds=0.0)
+FAST = BenchSettings(threads=1, warmup=1, min_iters=3, min_seconds=0.0, rounds=2)  # paired rounds: 2, not 15
 
 
 def _member(name: str, classes=("a", "b"), size=32, split="s1") -> Member:

@@ -13,7 +13,7 @@ import yaml
 from edgepipe.bench.schema import validate_document
 from edgepipe.pipeline import build
 from edgepipe.recipe import load_recipe
-from tests.conftest import tiny_recipe
+from tests.conftest import AUTOTUNE, tiny_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -25,8 +25,9 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("e2e")
     data = make_imagefolder(tmp / "photos", classes=3, per_class=30, size=36)
     recipe_path = tmp / "tiny.yaml"
-    # targets: null -> the host plus every target this machine can check (make test installs the emulators)
-    recipe_path.write_text(yaml.safe_dump(tiny_recipe(data, targets=None)))
+    # targets: null -> the host plus every target this machine can check (make test installs the emulators);
+    # training layout, compile and precision chosen by autotune, as by default
+    recipe_path.write_text(yaml.safe_dump(tiny_recipe(data, targets=None, **AUTOTUNE)))
     out = tmp / "artifacts"
     status = build(load_recipe(recipe_path), out)
     return {"tmp": tmp, "recipe": recipe_path, "out": out, "status": status, "data": data}

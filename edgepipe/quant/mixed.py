@@ -113,10 +113,13 @@ def profile_layers(
         v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
         for v in (*fixed.graph.value_info, *fixed.graph.input)
     }
+    names = set(quantized_convs(fixed))  # once: it folds every weight's DequantizeLinear
+    producer = {o: n for n in fixed.graph.node for o in n.output}
+    weights = {i.name: i for i in fixed.graph.initializer}
     out: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="edgepipe-layers-") as tmp:
         work = Path(tmp)
-        for conv in [n for n in fixed.graph.node if n.name in set(quantized_convs(fixed))]:
+        for conv in [n for n in fixed.graph.node if n.name in names]:
             int8_path = _layer_model(fixed, conv, work, shapes)
             if int8_path is None:
                 continue
@@ -129,7 +132,7 @@ def profile_layers(
             layers = {k: _Layer(p, name_in, threads) for k, p in (("int8", int8_path), ("float", float_path))}
             calls = alternating_rounds(layers, x, rounds, iters, warmup=1)
             medians = {k: round_medians(c) for k, c in calls.items()}
-            w = next(i for i in fixed.graph.initializer if i.name == _weight_int8(fixed, conv))
+            w = weights[producer[conv.input[1]].input[0]]  # the int8 weight its DequantizeLinear reads
             group = next((a.i for a in conv.attribute if a.name == "group"), 1)
             out[conv.name] = {
                 "int8_ms": round(min(medians["int8"]), 5),
@@ -138,11 +141,6 @@ def profile_layers(
                 "group": int(group),
             }
     return out
-
-
-def _weight_int8(model: onnx.ModelProto, conv: onnx.NodeProto) -> str:
-    dq = next(n for n in model.graph.node if conv.input[1] in n.output)
-    return dq.input[0]
 
 
 def _with_batch_one(model: onnx.ModelProto, input_size: list[int]) -> onnx.ModelProto:

