@@ -103,7 +103,8 @@ def _markdown(res: dict) -> str:
         f"{res['threads']} threads, batch 1. Written by `benchmarks/resnext_vit_ensemble.py` from the "
         "recipes `recipes/resnext_vit_ensemble{,_plain,_unfreeze}.yaml` (built-in Fashion-MNIST, 40 px, "
         "150 training images per class, 12 epochs from initialisation, 2 of QAT); "
-        f"test split: {res['test_images']} images. Combiner chosen on validation: {res['chosen']}. "
+        f"test split: {res['test_images']} images. Combiner chosen on validation, each precision's on "
+        f"its own members' logits: {_chosen(res['chosen'])}. "
         "INT8 speed-up: each model's FP32 p50 over its INT8 p50, measured in one run. INT8 agreement: the "
         "lowest, over the export stage's checks (this machine and every target, native or emulated), of the "
         "share of test images on which int8.onnx predicts the class its QAT torch model predicts.",
@@ -152,6 +153,10 @@ def _hybrid_markdown(hy: dict) -> list[str]:
             f"| {t['images']} | {_pct(t['agreement'])} | {t['top1']:.2f} |"
         )
     return md
+
+
+def _chosen(chosen: dict | str) -> str:
+    return chosen if isinstance(chosen, str) else "; ".join(f"{p.upper()} {c}" for p, c in chosen.items())
 
 
 def _pct(fraction: float | None) -> str:

@@ -7,9 +7,10 @@ learns a linear layer over the concatenated logits; its candidates include each 
 logit average, so the one chosen on validation scores at least the best member there, by construction.
 
 The composed graph holds each member's graph under a prefix (m0_, m1_, ...) fed from one shared input, and
-the combiner after them; the INT8 ensemble composes the members' INT8 (QDQ) graphs with the same combiner
-(a float MatMul or Softmax/Sum on the logits). Member logits come from their exported FP32 graphs through
-ONNX Runtime, and the exported ensemble is checked against the combiner applied to them.
+the combiner after them (a float MatMul or Softmax/Sum on the logits); the INT8 ensemble composes the members'
+INT8 (QDQ) graphs with a linear layer learnt and chosen on those graphs' own logits, so it too scores at least
+its best member on validation. Member logits come from their exported graphs through ONNX Runtime, and each
+exported ensemble is checked against its combiner applied to them.
 """
 
 from __future__ import annotations
@@ -285,13 +286,16 @@ def build_ensemble(
         prec: [_logits(getattr(m, prec), parts["val"][0], bench.threads) for m in members]
         for prec in ("fp32", "int8")
     }
-    if combine == "linear":
-        train = [_logits(m.fp32, parts["train"][0], bench.threads) for m in members]
-        combiner = fit_linear(train, parts["train"][1], val_logits["fp32"], y_val, names)
-    else:
-        combiner = Combiner("mean", chosen="mean of the members' softmax outputs")
-    graphs, checks = {}, {}
+    combiners: dict[str, Combiner] = {}
     for prec in ("fp32", "int8"):
+        if combine == "linear":  # each precision's layer learns its own members' logits: the INT8 members are
+            # the QAT models, trained further than the FP32 ones, whose logits another layer would mis-weigh
+            train = [_logits(getattr(m, prec), parts["train"][0], bench.threads) for m in members]
+            combiners[prec] = fit_linear(train, parts["train"][1], val_logits[prec], y_val, names)
+        else:
+            combiners[prec] = Combiner("mean", chosen="mean of the members' softmax outputs")
+    graphs, checks = {}, {}
+    for prec, combiner in combiners.items():
         meta = {
             "edgepipe_version": __version__,
             "arch": "ensemble",
@@ -322,8 +326,8 @@ def build_ensemble(
     summary = {
         "members": [{"name": m.name, "run": str(m.run_dir)} for m in members],
         "combine": combine,
-        "chosen": combiner.chosen,
-        "candidates": combiner.candidates,
+        "chosen": {p: c.chosen for p, c in combiners.items()},
+        "candidates": {p: c.candidates for p, c in combiners.items()},
         "val_images": int(len(y_val)),
         "val_top1": {"members": val_members, "ensemble": {p: checks[p]["val_top1"] for p in checks}},
         "export_check": checks,
@@ -387,11 +391,12 @@ def _bench(members, graphs, test, settings: BenchSettings, summary: dict, out: P
     rows = measured.rows
     source = json.loads(members[0].split.read_text())["source"]
     val = summary["val_top1"]
-    best = max(val["members"]["fp32"], key=val["members"]["fp32"].get)
     notes = [
-        f"combine: {summary['combine']}; chosen on {summary['val_images']} val images: {summary['chosen']}",
-        f"val top-1 FP32: ensemble {val['ensemble']['fp32']:.2f}% vs best member {best} "
-        f"{val['members']['fp32'][best]:.2f}%; INT8: ensemble {val['ensemble']['int8']:.2f}%",
+        f"combine: {summary['combine']}; chosen on {summary['val_images']} val images, per precision (on "
+        f"that precision's members): FP32 {summary['chosen']['fp32']}; INT8 {summary['chosen']['int8']}",
+        *(f"val top-1 {p.upper()}: ensemble {val['ensemble'][p]:.2f}% vs best member {b} "
+          f"{val['members'][p][b]:.2f}%" for p in ("fp32", "int8")
+          for b in [max(val["members"][p], key=val["members"][p].get)]),
         "an ensemble's GMACs are its members' plus the combiner's, counted on its one graph",
     ]
     plots = {k: p.name for k, p in write_plots(rows, out).items()}

@@ -39,18 +39,22 @@ def photos(tmp_path_factory):
     return make_imagefolder(tmp_path_factory.mktemp("archs") / "photos", classes=3, per_class=6, size=32)
 
 
-def _recipe(arch: str, photos, stages: list[str]) -> dict:
+HYBRID = "resnext50_32x4d+vit"  # model.hybrid: vit on ResNeXt-50 (ViT-tiny's width and heads)
+
+
+def _recipe(key: str, photos, stages: list[str]) -> dict:
+    arch, _, hybrid = key.partition("+")
     spec = get_spec(arch)
     # Lite0 from its ImageNet weights, as users run it (the bench stage once failed on exactly this); from
     # random init its ReLU6 head is dead after one step, so the pooled range is empty and ORT refuses it.
     pretrained = "imagenet" if spec.load_weights is not None else "none"
     return tiny_recipe(
         photos,
-        name=arch,
+        name=key.replace("+", "-"),
         stages=stages,
         data={"batch_size": 8},
         model={"arch": arch, "pretrained": pretrained, "width_mult": 0.25 if spec.supports_width else 1.0,
-               "bn_momentum": None},
+               "bn_momentum": None, **({"hybrid": hybrid} if hybrid else {})},
         finetune={"epochs": 1, "max_batches_per_epoch": 1},
         qat={"max_batches_per_epoch": 1, "calibration_batches": 1, "freeze_observer_epoch": 0},
         # random init, one batch of training: agreement is recorded here and gated per arch below
@@ -63,7 +67,8 @@ def _recipe(arch: str, photos, stages: list[str]) -> dict:
 
 
 def _stages(arch: str) -> list[str]:
-    return ALL_STAGES if get_spec(arch).build_quantizable is not None else list(FLOAT_ONLY_STAGES)
+    spec = get_spec(arch.partition("+")[0])
+    return ALL_STAGES if spec.build_quantizable is not None else list(FLOAT_ONLY_STAGES)
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +79,8 @@ def built(photos, tmp_path_factory):
     def get(arch: str):
         if arch not in runs:
             out = tmp_path_factory.mktemp(arch)
-            runs[arch] = build(parse_recipe(_recipe(arch, photos, _stages(arch))), out), out / arch
+            recipe = parse_recipe(_recipe(arch, photos, _stages(arch)))
+            runs[arch] = build(recipe, out), out / recipe.name
         return runs[arch]
 
     return get
@@ -144,3 +150,21 @@ def test_lite0_imagenet_to_int8_onnx_that_onnxruntime_runs_and_agrees(built):
     ops = _ops(run_dir / "export" / "int8.onnx")
     assert ops["BatchNormalization"] == 0 and ops["Pad"] == 0 and ops["QuantizeLinear"] > 0
     assert ops["Conv"] == 49 and ops["Add"] == 9  # every conv and residual add of Lite0, in QDQ form
+
+
+# --- the ResNeXt-ViT hybrid: attention and MLP matmuls in INT8 through the same stages --------------------
+
+
+def test_resnext_vit_hybrid_runs_every_stage_with_integer_attention(built):
+    status, run_dir = built(HYBRID)
+    assert [n for n, s in status.items() if not s["cached"]] == ["split", *ALL_STAGES]
+    rows = json.loads((run_dir / "bench" / "rows.json").read_text())["rows"]
+    assert {r["model"] for r in rows} == {"fp32", "int8-qat", "int8-ptq"}
+    assert len({r["gmacs"] for r in rows}) == 1  # the twins count the same MACs, attention matmuls included
+    metrics = json.loads((run_dir / "export" / "manifest.json").read_text())["metrics"]
+    assert metrics["int8"]["ort_agreement"] >= 0.8  # random init, one batch: near-tie logits
+    account = json.loads((run_dir / "bench" / "int8.ops.json").read_text())["onnxruntime"]
+    counts = account["optimized_op_counts"]
+    assert counts.get("QGemm", 0) >= 4  # qkv, proj, fc1, fc2 (and the head) on integer kernels
+    assert counts.get("MatMulIntegerToFloat", 0) + counts.get("QLinearMatMul", 0) == 2  # q.k and attn.v
+    assert counts.get("QLinearConv", 0) > 0 and "Conv" not in counts
