@@ -91,7 +91,10 @@ def _hybrid(run: Path) -> dict:
     ]  # fmt: skip
     keys = ("model", "target", "runtime", "how", "kernel", "images", "agreement", "top1")
     targets = [{k: t.get(k) for k in keys} for t in rep.get("targets", [])]
-    return {"test_images": rep["data"]["images"], "rows": rows, "targets": targets}
+    ops = json.loads((run / "bench" / "int8.ops.json").read_text())  # the bench stage's per-op profiles
+    account = {rt: {"int8_time_share": a.get("int8_time_share"), "by_op_type": _shares(a)}
+               for rt, a in ops.items() if isinstance(a, dict)}  # fmt: skip
+    return {"test_images": rep["data"]["images"], "rows": rows, "targets": targets, "int8_time": account}
 
 
 def _markdown(res: dict) -> str:
@@ -152,7 +155,23 @@ def _hybrid_markdown(hy: dict) -> list[str]:
             f"| {t['model']} | {t['runtime']} | {t['target']} | {t['how']} | {t['kernel']} "
             f"| {t['images']} | {_pct(t['agreement'])} | {t['top1']:.2f} |"
         )
+    for rt, a in hy.get("int8_time", {}).items():
+        if a.get("int8_time_share") is None:
+            continue
+        top = sorted((a.get("by_op_type") or {}).items(), key=lambda kv: -kv[1])
+        shares = ", ".join(f"{op} {_pct(v)}" for op, v in top if v >= 0.001)
+        md += ["", f"INT8 (QAT) on {rt}, kernel time by op (its profiler): {_pct(a['int8_time_share'])} "
+                   f"in integer kernels; {shares}."]  # fmt: skip
     return md
+
+
+def _shares(account: dict) -> dict[str, float]:
+    """Kernel time share per op type (ONNX Runtime) or per op and kernel (OpenVINO's exec types)."""
+    if account.get("time_share_by_op_type"):
+        return account["time_share_by_op_type"]
+    times = account.get("time_by_exec_type_us") or {}
+    total = sum(times.values()) or 1.0
+    return {k: v / total for k, v in times.items()}
 
 
 def _chosen(chosen: dict | str) -> str:
