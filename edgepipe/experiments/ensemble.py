@@ -393,12 +393,13 @@ def _bench(members, graphs, test, settings: BenchSettings, summary: dict, out: P
     val = summary["val_top1"]
     notes = [
         f"combine: {summary['combine']}; chosen on {summary['val_images']} val images, per precision (on "
-        f"that precision's members): FP32 {summary['chosen']['fp32']}; INT8 {summary['chosen']['int8']}",
-        *(f"val top-1 {p.upper()}: ensemble {val['ensemble'][p]:.2f}% vs best member {b} "
-          f"{val['members'][p][b]:.2f}%" for p in ("fp32", "int8")
-          for b in [max(val["members"][p], key=val["members"][p].get)]),
-        "an ensemble's GMACs are its members' plus the combiner's, counted on its one graph",
+        f"that precision's members): FP32 {summary['chosen']['fp32']}; INT8 {summary['chosen']['int8']}"
     ]
+    for prec, members_top1 in val["members"].items():
+        best = max(members_top1, key=members_top1.get)
+        notes.append(f"val top-1 {prec.upper()}: ensemble {val['ensemble'][prec]:.2f}% vs best member {best} "
+                     f"{members_top1[best]:.2f}%")  # fmt: skip
+    notes.append("an ensemble's GMACs are its members' plus the combiner's, counted on its one graph")
     plots = {k: p.name for k, p in write_plots(rows, out).items()}
     drop_samples(rows)
     doc = measured.document(

@@ -81,18 +81,8 @@ def _target_gate(metrics: dict, r: Recipe) -> None:
 def _float_layers(path, pre: Preprocessing, r: Recipe) -> dict | None:
     """export.float_layers: keep the pinned (or, for 'auto', the measured-faster) convolutions of int8.onnx in
     float for ONNX Runtime; returns the choice and, for 'auto', the per-layer profile it came from."""
-    import json
-
-    import onnx
-
     from edgepipe.errors import RecipeError
-    from edgepipe.quant.mixed import (
-        METADATA_KEY,
-        ORT_DISABLED_OPTIMIZERS,
-        apply_float_layers,
-        choose_float_layers,
-        profile_layers,
-    )
+    from edgepipe.quant.mixed import choose_float_layers, profile_layers, write_float_layers
 
     want = r.export.float_layers
     if not want:
@@ -101,18 +91,13 @@ def _float_layers(path, pre: Preprocessing, r: Recipe) -> dict | None:
     if want == "auto":
         profile = profile_layers(path, list(pre.input_size), threads=r.bench.threads)
         want = tuple(choose_float_layers(profile))
-    proto = onnx.load(str(path))
-    if want:
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = METADATA_KEY, json.dumps(list(ORT_DISABLED_OPTIMIZERS))
     try:
-        apply_float_layers(proto, want)
+        write_float_layers(path, path, want)
     except KeyError as e:
         raise RecipeError(
             f"export.float_layers: {e.args[0]} in {path.name}; fix: use names from the export manifest's "
             "float_layers.profile (export.float_layers: auto writes it) or remove the key"
         ) from None
-    onnx.save(proto, str(path))
     log.info("export: %d convolutions kept in float for ONNX Runtime", len(want))
     source = "measured" if profile is not None else "recipe"
     return {"source": source, "layers": list(want), "profile": profile}

@@ -91,3 +91,17 @@ def test_recipe_float_layers_accepts_auto_or_names():
     assert parse_recipe({**base, "export": {"float_layers": ["/a/Conv"]}}).export.float_layers == ("/a/Conv",)
     with pytest.raises(RecipeError, match="float_layers"):
         parse_recipe({**base, "export": {"float_layers": "all"}})
+
+
+def test_write_float_layers_marks_the_model_and_writes_nothing_for_an_unknown_layer(int8_onnx, tmp_path):
+    from edgepipe.quant.mixed import write_float_layers
+    from edgepipe.runtimes.onnxruntime import disabled_optimizers
+
+    pick = [c for c in quantized_convs(onnx.load(str(int8_onnx))) if "features.1/" in c]
+    out = tmp_path / "mixed.onnx"
+    assert write_float_layers(int8_onnx, out, pick) == pick
+    assert disabled_optimizers(out) == ["WeightBiasQuantization"]
+    assert set(pick).isdisjoint(quantized_convs(onnx.load(str(out))))
+    with pytest.raises(KeyError):
+        write_float_layers(int8_onnx, tmp_path / "bad.onnx", ["nope"])
+    assert not (tmp_path / "bad.onnx").exists()
